@@ -1,0 +1,445 @@
+"""Typed configuration: section dataclasses, YAML files, dotted CLI overrides, the seed mapping.
+
+Precedence: dataclass defaults -> YAML file -> dotted overrides (``data.max_duration_seconds=20``).
+Each component receives only its own section (``build_source(cfg.data)``), never the whole config.
+
+The seed project's ``config/training_config.yaml`` keeps working: its keys are translated by the one
+table ``SEED_KEYS`` below. A seed key that has no effect in mwc-dist is reported by name in
+``Config.notes`` (and printed by the CLI), never silently dropped. Unknown keys are errors that name
+the key and suggest the closest valid one; all problems are reported together in one ``ConfigError``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, get_args, get_origin, get_type_hints
+
+import yaml
+
+AUDIO_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma"]
+SOURCE_TYPES = ("auto", "huggingface", "folder", "csv", "json")
+SPLITS = ("train", "validation", "test")
+
+
+class ConfigError(ValueError):
+    """A configuration problem the user can fix; the message lists every problem found."""
+
+
+# ----------------------------------------------------------------------------------------- sections
+@dataclass
+class DataConfig:
+    """Where the audio comes from and how it is checked and sharded (``mwc shard``)."""
+
+    source: str = ""  # folder, CSV, JSON/JSONL manifest, save_to_disk folder or hub dataset name
+    source_type: str = "auto"  # auto | huggingface | folder | csv | json
+    hf_split: str = "train"  # split of a Hugging Face DatasetDict
+    hf_config: str | None = None  # hub dataset configuration name
+    audio_column: str = "audio"
+    text_column: str = "text"
+    language_column: str = "language"
+    speaker_column: str = "speaker"
+    split_column: str = "split"  # rows that name a split keep it; the rest are split by hash
+    id_column: str = "id"  # optional explicit item key (HF datasets, manifests)
+    formats: list[str] = field(default_factory=lambda: list(AUDIO_FORMATS))  # folder scan filter
+    language: str | None = None  # default language for items that name none
+    sample_rate: int = 16000  # Whisper's; anything else is rejected
+    normalize: bool = True  # peak-normalise each clip to -1 dBFS
+    min_duration_seconds: float = 0.5
+    max_duration_seconds: float = 30.0
+    train_split_ratio: float = 0.9
+    validation_split_ratio: float = 0.1
+    test_split_ratio: float = 0.0
+    shard_dir: str = "shards"
+    shard_samples: int = 1000  # items per shard (the unit of resume and of job splitting)
+    shard_audio_format: str = "flac"  # flac (16-bit, lossless container) | wav (float32)
+    shard_workers: int = 0  # decode processes for `mwc shard`; 0 = all cores
+    num_workers: int = 2  # DataLoader workers when training
+
+
+@dataclass
+class ModelConfig:
+    """Which Whisper to train and how (distillation and QLoRA settings live here as in the seed)."""
+
+    base_model: str = "tiny-random"  # local HF folder, hub name, or a size preset
+    language: str | None = "spanish"
+    task: str = "transcribe"
+    use_distillation: bool = False
+    teacher_model: str | None = None
+    distillation_temperature: float = 2.0
+    distillation_alpha: float = 0.5
+    use_4bit_quantization: bool = False
+    bnb_4bit_quant_type: str = "nf4"
+    bnb_4bit_compute_dtype: str = "float16"
+    bnb_4bit_use_double_quant: bool = True
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.1
+    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+
+
+@dataclass
+class TrainConfig:
+    """The training loop."""
+
+    output_dir: str = "runs/default"
+    seed: int = 42
+    num_epochs: int = 1
+    max_steps: int = 0  # > 0 overrides num_epochs
+    per_device_train_batch_size: int = 4
+    per_device_eval_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "cosine"
+    max_grad_norm: float = 1.0
+    mixed_precision: str = "no"  # no | fp16 | bf16
+    gradient_checkpointing: bool = False
+    log_every_steps: int = 10
+    eval_steps: int = 0  # 0 = evaluate at the end of each epoch
+
+
+@dataclass
+class CheckpointConfig:
+    """When checkpoints are written, how many are kept, and what to resume from."""
+
+    save_strategy: str = "epoch"  # epoch | steps | no
+    save_steps: int = 1  # every N epochs (save_strategy=epoch) or steps (save_strategy=steps)
+    keep_last: int = 3
+    resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
+    load_best_model_at_end: bool = True
+    metric_for_best_model: str = "wer"
+    greater_is_better: bool = False
+
+
+@dataclass
+class ExportConfig:
+    """What rank 0 exports at the end of training."""
+
+    export_safetensors: bool = True
+    export_pytorch: bool = False
+    export_onnx: bool = False
+    export_ct2: bool = False
+    onnx_opset_version: int = 17
+    onnx_optimize: bool = False
+    output_dir: str | None = None  # default: <train.output_dir>/final
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    notes: list[str] = field(default_factory=list, metadata={"internal": True})
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        out.pop("notes")
+        return out
+
+
+# ------------------------------------------------------------------------------------- seed mapping
+def _no_effect(reason: str) -> tuple[None, str]:
+    return (None, reason)
+
+
+def _fp16_to_mixed_precision(value: Any) -> str:
+    return "fp16" if value else "no"
+
+
+def _use_hf_to_source_type(value: Any) -> str:
+    return "huggingface" if value else "auto"
+
+
+def _check_16k(value: Any) -> Any:
+    if int(value) != 16000:
+        raise ValueError(f"Whisper models take 16000 Hz audio; got {value}. Remove the key or set 16000.")
+    return value
+
+
+# seed key (dotted) -> native key (dotted), or (native key, value transform), or (None, why no effect).
+# Every key shown in the seed's README is here or is already a native key; tests check both.
+SEED_KEYS: dict[str, Any] = {
+    "data.audio_path": "data.source",
+    "data.use_huggingface": ("data.source_type", _use_hf_to_source_type),
+    "data.huggingface_dataset": "data.source",
+    "data.huggingface_split": "data.hf_split",
+    "data.supported_formats": "data.formats",
+    "data.target_sample_rate": _no_effect("Whisper fixes the sample rate at 16000 Hz"),
+    "training.num_epochs": "train.num_epochs",
+    "training.per_device_train_batch_size": "train.per_device_train_batch_size",
+    "training.gradient_accumulation_steps": "train.gradient_accumulation_steps",
+    "training.learning_rate": "train.learning_rate",
+    "training.warmup_steps": "train.warmup_steps",
+    "training.lr_scheduler_type": "train.lr_scheduler_type",
+    "training.fp16": ("train.mixed_precision", _fp16_to_mixed_precision),
+    "training.gradient_checkpointing": "train.gradient_checkpointing",
+    "training.eval_steps": "train.eval_steps",
+    "training.num_workers": "data.num_workers",
+    "training.save_strategy": "checkpoint.save_strategy",
+    "training.save_steps": "checkpoint.save_steps",
+    "training.load_best_model_at_end": "checkpoint.load_best_model_at_end",
+    "training.metric_for_best_model": "checkpoint.metric_for_best_model",
+    "training.greater_is_better": "checkpoint.greater_is_better",
+    "checkpoints.resume_from_checkpoint": "checkpoint.resume_from_checkpoint",
+}
+# Checks applied to a seed value before it is mapped (a no-effect key must still be harmless).
+SEED_VALUE_CHECKS: dict[str, Callable[[Any], Any]] = {"data.target_sample_rate": _check_16k}
+
+# When the seed names both a folder and a hub dataset, the one `use_huggingface` selects wins.
+_SEED_SOURCE_PRIORITY = ("data.huggingface_dataset", "data.audio_path")
+
+
+def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def _translate_seed(flat: dict[str, Any], problems: list[str], notes: list[str]) -> dict[str, Any]:
+    """Rewrite seed keys into native ones through SEED_KEYS; collect no-effect notes."""
+    out = {k: v for k, v in flat.items() if k not in SEED_KEYS}
+    use_hf = bool(flat.get("data.use_huggingface", False))
+    for seed_key, target in SEED_KEYS.items():
+        if seed_key not in flat:
+            continue
+        value = flat[seed_key]
+        try:
+            if seed_key in SEED_VALUE_CHECKS:
+                value = SEED_VALUE_CHECKS[seed_key](value)
+            if isinstance(target, tuple) and target[0] is None:
+                notes.append(f"seed key '{seed_key}' has no effect in mwc-dist: {target[1]}")
+                continue
+            native, transform = target if isinstance(target, tuple) else (target, None)
+            if native == "data.source" and seed_key in _SEED_SOURCE_PRIORITY:
+                wanted = "data.huggingface_dataset" if use_hf else "data.audio_path"
+                if seed_key != wanted and wanted in flat:
+                    notes.append(f"seed key '{seed_key}' is not used: data.use_huggingface={use_hf} selects '{wanted}'")
+                    continue
+            if native in out and native in flat and seed_key != native:
+                problems.append(f"'{seed_key}' and '{native}' both set the same thing; keep one")
+                continue
+            out[native] = transform(value) if transform else value
+        except (TypeError, ValueError) as exc:
+            problems.append(f"{seed_key}: {exc}")
+    return out
+
+
+# -------------------------------------------------------------------------------------- validation
+def _section_fields(cfg: Config) -> dict[str, dict[str, dataclasses.Field]]:
+    return {
+        f.name: {sf.name: sf for sf in dataclasses.fields(getattr(cfg, f.name))}
+        for f in dataclasses.fields(cfg)
+        if not f.metadata.get("internal")
+    }
+
+
+def _coerce(value: Any, annotation: Any, key: str) -> Any:
+    """Coerce a YAML/CLI value to the field's type, or raise ValueError naming the key."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise ValueError(f"{key}: must not be null")
+    if args and type(None) in args:  # Optional[X]
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key)
+    if origin is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{key}: expected a list, got {type(value).__name__} {value!r}")
+        return [_coerce(v, args[0], key) for v in value]
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on", "false", "no", "0", "off"):
+            return value.lower() in ("true", "yes", "1", "on")
+        raise ValueError(f"{key}: expected true/false, got {value!r}")
+    if annotation is int:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected an integer, got {value!r}")
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected an integer, got {value!r}") from None
+    if annotation is float:
+        if isinstance(value, bool):
+            raise ValueError(f"{key}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{key}: expected a number, got {value!r}") from None
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            raise ValueError(f"{key}: expected a string, got {type(value).__name__}")
+        return str(value)
+    return value
+
+
+def _validate(cfg: Config, problems: list[str]) -> None:
+    d = cfg.data
+    if d.source_type not in SOURCE_TYPES:
+        problems.append(f"data.source_type: must be one of {', '.join(SOURCE_TYPES)}; got {d.source_type!r}")
+    if d.sample_rate != 16000:
+        problems.append(f"data.sample_rate: Whisper takes 16000 Hz audio; got {d.sample_rate}")
+    if d.min_duration_seconds < 0 or d.max_duration_seconds <= d.min_duration_seconds:
+        problems.append(
+            "data.min_duration_seconds / data.max_duration_seconds: need 0 <= min < max; "
+            f"got {d.min_duration_seconds} / {d.max_duration_seconds}"
+        )
+    ratios = (d.train_split_ratio, d.validation_split_ratio, d.test_split_ratio)
+    if any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
+        problems.append(
+            "data.train_split_ratio + validation_split_ratio + test_split_ratio must be >= 0 and sum to 1; "
+            f"got {ratios[0]} + {ratios[1]} + {ratios[2]} = {sum(ratios):g}"
+        )
+    bad_formats = [f for f in d.formats if f.lower().lstrip(".") not in AUDIO_FORMATS]
+    if bad_formats:
+        problems.append(f"data.formats: unsupported {bad_formats}; supported: {', '.join(AUDIO_FORMATS)}")
+    if d.shard_samples < 1:
+        problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
+    if d.shard_audio_format not in ("flac", "wav"):
+        problems.append(f"data.shard_audio_format: must be flac or wav; got {d.shard_audio_format!r}")
+    m = cfg.model
+    if not 0.0 <= m.distillation_alpha <= 1.0:
+        problems.append(f"model.distillation_alpha: must be in [0, 1]; got {m.distillation_alpha}")
+    if m.distillation_temperature <= 0:
+        problems.append(f"model.distillation_temperature: must be > 0; got {m.distillation_temperature}")
+    if m.use_distillation and not m.teacher_model:
+        problems.append("model.teacher_model: required when model.use_distillation is true")
+    if m.bnb_4bit_quant_type not in ("nf4", "fp4"):
+        problems.append(f"model.bnb_4bit_quant_type: must be nf4 or fp4; got {m.bnb_4bit_quant_type!r}")
+    if m.bnb_4bit_compute_dtype not in ("float16", "bfloat16", "float32"):
+        problems.append(f"model.bnb_4bit_compute_dtype: float16, bfloat16 or float32; got {m.bnb_4bit_compute_dtype!r}")
+    t = cfg.train
+    if t.mixed_precision not in ("no", "fp16", "bf16"):
+        problems.append(f"train.mixed_precision: must be no, fp16 or bf16; got {t.mixed_precision!r}")
+    if t.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
+        problems.append(f"train.lr_scheduler_type: cosine, linear, constant or constant_with_warmup; got {t.lr_scheduler_type!r}")
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        if getattr(t, name) < 1:
+            problems.append(f"train.{name}: must be >= 1; got {getattr(t, name)}")
+    if t.learning_rate <= 0:
+        problems.append(f"train.learning_rate: must be > 0; got {t.learning_rate}")
+    c = cfg.checkpoint
+    if c.save_strategy not in ("epoch", "steps", "no"):
+        problems.append(f"checkpoint.save_strategy: must be epoch, steps or no; got {c.save_strategy!r}")
+
+
+# -------------------------------------------------------------------------------------------- load
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["data.max_duration_seconds=20", "model.lora_target_modules=[q_proj,v_proj]"]`` -> dict.
+
+    Values are parsed as YAML scalars/lists, so ``20`` is an int and ``true`` a bool.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. data.max_duration_seconds=20)")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        out[key.strip()] = value
+    return out
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} is not valid YAML: {exc}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config file {path}: the top level must be a mapping of sections, got {type(tree).__name__}")
+    return tree
+
+
+# Common names from other trainers -> ours; only used to suggest the right key.
+KEY_HINTS = {"lr": "learning_rate", "epochs": "num_epochs", "batch_size": "per_device_train_batch_size",
+             "bf16": "mixed_precision", "fp16": "mixed_precision", "warmup": "warmup_steps",
+             "grad_accum": "gradient_accumulation_steps", "max_duration": "max_duration_seconds"}
+
+
+def _unknown_key_message(dotted: str, fields: dict[str, dict[str, Any]]) -> str:
+    section, _, key = dotted.partition(".")
+    if section not in fields:
+        close = difflib.get_close_matches(section, list(fields), n=1, cutoff=0.5)
+        seed = [k for k in SEED_KEYS if k.startswith(section + ".")]
+        if seed:  # a seed section ('training', 'checkpoints') with a key the seed does not have
+            close = difflib.get_close_matches(dotted, seed, n=1, cutoff=0.6)
+            known = ", ".join(k.split(".", 1)[1] for k in seed)
+            return f"unknown key '{dotted}'" + (f"; did you mean '{close[0]}'?" if close else f"; its keys are {known}")
+        hint = f"; did you mean '{close[0]}'?" if close else f"; sections are {', '.join(fields)}"
+        return f"unknown section '{section}' (in '{dotted}'){hint}"
+    candidates = list(fields[section]) + [k.split(".", 1)[1] for k in SEED_KEYS if k.startswith(section + ".")]
+    close = difflib.get_close_matches(key, candidates, n=1, cutoff=0.6)
+    if not close and key in KEY_HINTS:
+        close = [KEY_HINTS[key]]
+    if not close:  # the key may belong to another section
+        close = [f"{s}.{key}" for s, ks in fields.items() if key in ks][:1]
+        return f"unknown key '{dotted}'" + (f"; did you mean '{close[0]}'?" if close else f"; '{section}' keys are {', '.join(fields[section])}")
+    return f"unknown key '{dotted}'; did you mean '{section}.{close[0]}'?"
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | dict[str, Any] | None = None) -> Config:
+    """Defaults -> YAML at ``path`` -> dotted ``overrides``; raises one ConfigError listing every problem."""
+    problems: list[str] = []
+    notes: list[str] = []
+    flat: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+        for section, body in raw.items():
+            if not isinstance(body, dict):
+                problems.append(f"'{section}': expected a mapping of keys, got {type(body).__name__} {body!r}")
+        flat.update(_translate_seed(_flatten({k: v for k, v in raw.items() if isinstance(v, dict)}), problems, notes))
+    if overrides:
+        override_map = parse_overrides(overrides) if isinstance(overrides, list) else dict(overrides)
+        flat.update(_translate_seed(override_map, problems, notes))
+
+    cfg = Config()
+    fields = _section_fields(cfg)
+    for dotted, value in flat.items():
+        section, _, key = dotted.partition(".")
+        if section not in fields or key not in fields[section]:
+            problems.append(_unknown_key_message(dotted, fields))
+            continue
+        sec = getattr(cfg, section)
+        hints = get_type_hints(type(sec))
+        try:
+            setattr(sec, key, _coerce(value, hints[key], dotted))
+        except ValueError as exc:
+            problems.append(str(exc))
+    _validate(cfg, problems)
+    if problems:
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"{len(problems)} configuration problem(s){where}:\n  - " + "\n  - ".join(problems))
+    cfg.notes = notes
+    return cfg
+
+
+def config_to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
+
+
+def config_to_json(cfg: Config) -> str:
+    return json.dumps(cfg.to_dict(), indent=2, sort_keys=False)

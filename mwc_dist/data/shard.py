@@ -1,0 +1,333 @@
+"""``mwc shard``: decode every item once into WebDataset tar shards with manifests and a quarantine report.
+
+Layout of the output folder::
+
+    <split>-NNNNNN.tar          samples: <key>.flac (16 kHz mono) + <key>.json (text, language, ...)
+    <split>.manifest.json       shards, sample counts, hours, sha256 per shard, the resolved config
+    quarantine.jsonl            one line per rejected item: source, reason, detail
+    _parts/                     plan.json and one record per finished shard (resume + job merge)
+
+The plan is deterministic: items sorted by key, split by a stable hash of the key (or the split the
+source names), cut into shards of ``data.shard_samples``. Shard i belongs to job ``i % num_jobs``, so
+a SLURM array can split the work; the last job to finish (or ``--merge-only``) merges the manifests.
+A shard is written to a temporary name and renamed, then recorded; a re-run skips recorded shards, so
+resuming never duplicates a sample.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import io
+import json
+import multiprocessing as mp
+import os
+import time
+from collections import Counter, deque
+from dataclasses import asdict, dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+from mwc_dist.config import SPLITS, DataConfig
+from mwc_dist.data.sources import HFRef, Item, Reject, list_items
+
+PLAN_VERSION = 1
+
+
+class ShardError(ValueError):
+    pass
+
+
+# -------------------------------------------------------------------------------------------- plan
+def split_of(key: str, cfg: DataConfig) -> str:
+    """Stable split by hash of the key: the same key lands in the same split on every run and machine."""
+    bucket = int.from_bytes(hashlib.sha256(key.encode()).digest()[:8], "big") / 2**64
+    if bucket < cfg.train_split_ratio:
+        return "train"
+    if bucket < cfg.train_split_ratio + cfg.validation_split_ratio:
+        return "validation"
+    return "test"
+
+
+@dataclass
+class Chunk:
+    name: str  # "<split>-NNNNNN" (the tar is <name>.tar)
+    split: str
+    items: list[Item]
+
+
+def plan_chunks(items: list[Item], cfg: DataConfig) -> list[Chunk]:
+    by_split: dict[str, list[Item]] = {s: [] for s in SPLITS}
+    for item in items:
+        by_split[item.split or split_of(item.key, cfg)].append(item)
+    chunks = []
+    for split, members in by_split.items():
+        for n, start in enumerate(range(0, len(members), cfg.shard_samples)):
+            chunks.append(Chunk(f"{split}-{n:06d}", split, members[start : start + cfg.shard_samples]))
+    return chunks
+
+
+def _decode_settings(cfg: DataConfig) -> dict[str, Any]:
+    keys = ("sample_rate", "normalize", "min_duration_seconds", "max_duration_seconds", "shard_audio_format")
+    return {k: getattr(cfg, k) for k in keys}
+
+
+def plan_fingerprint(chunks: list[Chunk], cfg: DataConfig) -> str:
+    h = hashlib.sha256(json.dumps(_decode_settings(cfg), sort_keys=True).encode())
+    for chunk in chunks:
+        h.update(chunk.name.encode())
+        for item in chunk.items:
+            h.update(f"\0{item.key}\0{item.text}\0{item.language}\0{item.speaker}".encode())
+    return h.hexdigest()
+
+
+# ----------------------------------------------------------------------------------- worker (decode)
+_HF_OPEN: dict[tuple, Any] = {}
+
+
+def _read_hf(ref: HFRef) -> tuple[bytes | str, str]:
+    from mwc_dist.data.sources import open_hf_dataset
+
+    key = (ref.kind, ref.location, ref.split, ref.config, ref.audio_column)
+    if key not in _HF_OPEN:
+        _HF_OPEN[key] = open_hf_dataset(*key)
+    audio = _HF_OPEN[key][ref.index][ref.audio_column]
+    if audio.get("bytes"):
+        return audio["bytes"], audio.get("path") or f"row {ref.index}"
+    return audio["path"], audio["path"]
+
+
+def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], bytes] | Reject:
+    """Decode, check and re-encode one item (runs in a worker process)."""
+    from mwc_dist.audio.decode import AudioError, load_audio
+    from mwc_dist.audio.encode import encode_bytes
+
+    try:
+        audio, name = _read_hf(item.audio) if isinstance(item.audio, HFRef) else (item.audio, item.audio)
+        wave = load_audio(
+            audio, item.source if isinstance(item.audio, HFRef) else name,
+            sample_rate=settings["sample_rate"], normalize=settings["normalize"],
+            min_seconds=settings["min_duration_seconds"], max_seconds=settings["max_duration_seconds"],
+        )
+    except AudioError as exc:
+        return Reject(item.source, exc.reason, exc.detail, item.key)
+    except Exception as exc:  # an unexpected decoder failure must not stop a million-file run
+        return Reject(item.source, "unreadable", f"{type(exc).__name__}: {exc}", item.key)
+    fmt = settings["shard_audio_format"]
+    payload = encode_bytes(wave, settings["sample_rate"], fmt) if fmt == "flac" else _float_wav(wave, settings["sample_rate"])
+    meta = {
+        "key": item.key, "text": item.text, "language": item.language, "speaker": item.speaker,
+        "duration": round(len(wave) / settings["sample_rate"], 4), "num_samples": len(wave),
+        "sample_rate": settings["sample_rate"], "source": item.source,
+    }
+    return meta, payload
+
+
+def _float_wav(wave, rate: int) -> bytes:
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype="FLOAT")
+    return buf.getvalue()
+
+
+def _worker_init() -> None:
+    import torch
+
+    torch.set_num_threads(1)
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, window: int = 64) -> Iterator:
+    """``map(fn, items)`` in order over a spawn process pool, with at most ``window`` items in flight."""
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
+    with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
+        pending: deque = deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= window:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+# -------------------------------------------------------------------------------------------- write
+def _atomic_write(path: Path, data: bytes | str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
+    os.replace(tmp, path)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _ShardSink:
+    """Collects one chunk's results in order and writes <name>.tar atomically plus its record."""
+
+    def __init__(self, out_dir: Path, chunk: Chunk, audio_ext: str):
+        import webdataset as wds
+
+        self.out_dir, self.chunk, self.audio_ext = out_dir, chunk, audio_ext
+        self.tmp = out_dir / f"{chunk.name}.tar.tmp"
+        self.writer = wds.TarWriter(str(self.tmp))
+        self.keys: list[str] = []
+        self.seconds = 0.0
+        self.quarantined: list[dict[str, Any]] = []
+
+    def add(self, result: tuple[dict[str, Any], bytes] | Reject) -> None:
+        if isinstance(result, Reject):
+            self.quarantined.append(result.to_json() | {"split": self.chunk.split})
+            return
+        meta, payload = result
+        self.writer.write({"__key__": meta["key"], self.audio_ext: payload, "json": json.dumps(meta, ensure_ascii=False).encode()})
+        self.keys.append(meta["key"])
+        self.seconds += meta["duration"]
+
+    def close(self) -> dict[str, Any]:
+        self.writer.close()
+        tar = self.out_dir / f"{self.chunk.name}.tar"
+        record = {"name": self.chunk.name, "split": self.chunk.split, "num_samples": len(self.keys),
+                  "seconds": round(self.seconds, 4), "keys": self.keys, "quarantined": self.quarantined}
+        if self.keys:
+            os.replace(self.tmp, tar)
+            record |= {"shard": tar.name, "bytes": tar.stat().st_size, "sha256": _sha256(tar)}
+        else:  # every item quarantined: no empty tar (an empty shard starves a loader worker)
+            self.tmp.unlink()
+        _atomic_write(self.out_dir / "_parts" / f"{self.chunk.name}.json", json.dumps(record))
+        return record
+
+
+def _record_ok(out_dir: Path, chunk: Chunk) -> bool:
+    rec_path = out_dir / "_parts" / f"{chunk.name}.json"
+    if not rec_path.is_file():
+        return False
+    rec = json.loads(rec_path.read_text())
+    tar = out_dir / f"{chunk.name}.tar"
+    return rec["num_samples"] == 0 or (tar.is_file() and tar.stat().st_size == rec["bytes"])
+
+
+# -------------------------------------------------------------------------------------------- merge
+def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
+    """Build <split>.manifest.json and quarantine.jsonl from the shard records; None if some are missing."""
+    plan = json.loads((out_dir / "_parts" / "plan.json").read_text())
+    records = []
+    for name in plan["chunks"]:
+        rec_path = out_dir / "_parts" / f"{name}.json"
+        if not rec_path.is_file():
+            return None
+        records.append(json.loads(rec_path.read_text()))
+    quarantine = list(plan["rejects"])
+    summary: dict[str, Any] = {"splits": {}, "quarantined": 0, "reasons": {}}
+    for split in SPLITS:
+        recs = [r for r in records if r["split"] == split]
+        quarantine += [q for r in recs for q in r["quarantined"]]
+        shards = [{k: r[k] for k in ("shard", "num_samples", "seconds", "bytes", "sha256")} for r in recs if r["num_samples"]]
+        if not recs:
+            continue
+        seconds = sum(r["seconds"] for r in recs)
+        manifest = {
+            "split": split, "num_samples": sum(r["num_samples"] for r in recs), "num_shards": len(shards),
+            "seconds": round(seconds, 3), "hours": round(seconds / 3600, 6), "shards": shards,
+            "source": plan["source"], "config": plan["config"], "plan": plan["fingerprint"],
+        }
+        _atomic_write(out_dir / f"{split}.manifest.json", json.dumps(manifest, indent=2))
+        summary["splits"][split] = {k: manifest[k] for k in ("num_samples", "num_shards", "hours")}
+    _atomic_write(out_dir / "quarantine.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine))
+    summary["quarantined"] = len(quarantine)
+    summary["reasons"] = dict(Counter(q["reason"] for q in quarantine).most_common())
+    summary["num_items"] = plan["num_items"]
+    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
+
+
+# ------------------------------------------------------------------------------------------ driver
+def write_plan(out_dir: Path, cfg: DataConfig, chunks: list[Chunk], rejects: list[Reject], overwrite: bool) -> None:
+    parts = out_dir / "_parts"
+    parts.mkdir(parents=True, exist_ok=True)
+    fingerprint = plan_fingerprint(chunks, cfg)
+    plan_path = parts / "plan.json"
+    if plan_path.is_file() and not overwrite:
+        old = json.loads(plan_path.read_text())
+        if old.get("fingerprint") != fingerprint:
+            raise ShardError(
+                f"{out_dir} holds shards planned from a different source or settings "
+                f"(plan {old.get('fingerprint', '?')[:12]} vs {fingerprint[:12]}); use another --out, or --overwrite"
+            )
+        return
+    if overwrite:
+        for old in list(out_dir.glob("*.tar")) + list(parts.glob("*.json")):
+            old.unlink()
+    plan = {
+        "version": PLAN_VERSION, "fingerprint": fingerprint, "source": cfg.source, "config": asdict(cfg),
+        "chunks": [c.name for c in chunks], "num_items": sum(len(c.items) for c in chunks) + len(rejects),
+        "rejects": [r.to_json() for r in rejects],
+    }
+    _atomic_write(plan_path, json.dumps(plan, indent=2, ensure_ascii=False))
+
+
+def shard_source(
+    cfg: DataConfig,
+    out_dir: str | Path,
+    *,
+    job_index: int = 0,
+    num_jobs: int = 1,
+    workers: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any] | None:
+    """Shard this job's part of ``cfg.source`` into ``out_dir``; returns the merged summary when all parts are done."""
+    from tqdm import tqdm
+
+    if not 0 <= job_index < num_jobs:
+        raise ShardError(f"--job-index {job_index} must be in [0, --num-jobs={num_jobs})")
+    out_dir = Path(out_dir)
+    start = time.time()
+    items, rejects = list_items(cfg)
+    chunks = plan_chunks(items, cfg)
+    write_plan(out_dir, cfg, chunks, rejects, overwrite and job_index == 0)
+    mine = [c for n, c in enumerate(chunks) if n % num_jobs == job_index]
+    todo = [c for c in mine if not _record_ok(out_dir, c)]
+    log(f"{len(items)} items in {len(chunks)} shards ({len(rejects)} rejected before decoding); "
+        f"job {job_index}/{num_jobs}: {len(mine)} shards, {len(mine) - len(todo)} already done")
+    settings = _decode_settings(cfg)
+    workers = workers or cfg.shard_workers or os.cpu_count() or 1
+    pairs = [(c, it) for c in todo for it in c.items]
+    bar = tqdm(total=sum(len(c.items) for c in todo), unit="clip", desc="sharding", disable=not progress)
+    sinks: dict[str, _ShardSink] = {}
+    remaining = {c.name: len(c.items) for c in todo}
+    results = ordered_map(partial(process_item, settings=settings), (it for _, it in pairs), workers)
+    for (chunk, _), result in zip(pairs, results):
+        sink = sinks.setdefault(chunk.name, _ShardSink(out_dir, chunk, settings["shard_audio_format"]))
+        sink.add(result)
+        bar.update(1)
+        remaining[chunk.name] -= 1
+        if remaining[chunk.name] == 0:
+            sinks.pop(chunk.name).close()
+    bar.close()
+    summary = merge_manifests(out_dir)
+    took = time.time() - start
+    if summary is None:
+        log(f"job {job_index}/{num_jobs} done in {took:.1f} s; other jobs' shards are pending "
+            f"(the last job merges, or run `mwc shard --merge-only --out {out_dir}`)")
+    else:
+        log(format_summary(summary, out_dir) + f"\ndone in {took:.1f} s")
+    return summary
+
+
+def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
+    lines = [f"shards in {out_dir}:"]
+    for split, s in summary["splits"].items():
+        lines.append(f"  {split:<10} {s['num_samples']:>8} samples {s['num_shards']:>5} shards {s['hours']:>9.4f} h")
+    lines.append(f"  quarantined {summary['quarantined']} item(s) -> {out_dir / 'quarantine.jsonl'}")
+    for reason, n in summary["reasons"].items():
+        lines.append(f"    {reason:<20} {n}")
+    return "\n".join(lines)

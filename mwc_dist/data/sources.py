@@ -1,0 +1,336 @@
+"""Where items come from: a Hugging Face dataset, a folder, a CSV, or a JSON/JSONL manifest.
+
+``list_items(cfg.data)`` returns every usable ``Item`` (sorted by key) and a ``Reject`` for every row
+that cannot be one (missing or undecodable transcript, missing file, duplicate key, ...). Nothing is
+dropped silently: each input row or audio file ends up in exactly one of the two lists. Audio is not
+decoded here; ``mwc_dist.data.shard`` does that in worker processes.
+
+Source type is chosen by ``data.source_type`` or, for ``auto``, from what ``data.source`` is:
+a ``.csv`` file, a ``.json``/``.jsonl`` file, a ``save_to_disk`` folder, any other folder, or a hub
+dataset name.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from mwc_dist.config import SPLITS, DataConfig
+
+METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.json")
+AUDIO_COLUMN_ALIASES = ("file_name", "path", "audio", "audio_path", "file", "filename")
+TEXT_COLUMN_ALIASES = ("text", "transcription", "sentence", "transcript")
+
+
+class SourceError(ValueError):
+    """The source as a whole is unusable (missing file, missing column); the message says what to do."""
+
+
+@dataclass(frozen=True)
+class HFRef:
+    """Where a Hugging Face row's audio lives; opened again inside decode workers."""
+
+    kind: str  # disk | audiofolder | hub
+    location: str
+    split: str
+    config: str | None
+    audio_column: str
+    index: int
+
+
+@dataclass
+class Item:
+    key: str  # WebDataset key: [A-Za-z0-9_-], unique within a source
+    audio: str | HFRef  # a file path, or a row of a HF dataset
+    text: str
+    source: str  # where the item came from, for humans (a path, or "file.csv:12")
+    language: str | None = None
+    speaker: str | None = None
+    split: str | None = None  # a split the source names; None = decided by hash
+
+
+@dataclass
+class Reject:
+    source: str
+    reason: str
+    detail: str
+    key: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        out = {"source": self.source, "reason": self.reason, "detail": self.detail}
+        if self.key:
+            out["key"] = self.key
+        return out | self.extra
+
+
+_KEY_BAD = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def make_key(name: str) -> str:
+    """A WebDataset-safe key: no dots (WebDataset splits key from extension at the first dot)."""
+    key = _KEY_BAD.sub("_", name).strip("_")
+    return key or "item"
+
+
+def _rel_key(path: Path, root: Path) -> str:
+    try:
+        return make_key(str(path.resolve().relative_to(root.resolve())))
+    except ValueError:
+        return make_key(str(path.resolve()))
+
+
+# ------------------------------------------------------------------------------------ text checking
+def _check_text(value: Any, where: str, key: str | None) -> tuple[str | None, Reject | None]:
+    """A transcript string, or a Reject saying why it cannot be one."""
+    if value is None:
+        return None, Reject(where, "missing_transcript", "no transcript for this item", key)
+    if not isinstance(value, str):
+        return None, Reject(where, "invalid_text", f"the transcript is a {type(value).__name__}, not a string", key)
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # surrogates from bytes that were not UTF-8
+        return None, Reject(where, "undecodable_text", "the transcript is not valid UTF-8", key)
+    text = " ".join(value.split())
+    if not text:
+        return None, Reject(where, "empty_transcript", "the transcript is empty", key)
+    return text, None
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return str(value).strip()
+
+
+def _read_text_file(path: Path) -> str:
+    """Read a text file keeping invalid bytes as surrogates, so rows can be rejected one by one."""
+    return path.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+
+
+# -------------------------------------------------------------------------------------- row parsing
+def _find_column(columns: Iterable[str], wanted: str, aliases: tuple[str, ...]) -> str | None:
+    columns = list(columns)
+    if wanted in columns:
+        return wanted
+    return next((a for a in aliases if a in columns), None)
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of a CSV, JSON (a list, or {"data": [...]}) or JSONL file."""
+    text = _read_text_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        return list(csv.DictReader(io.StringIO(text)))
+    if suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                rows.append({"__error__": f"line {n} is not valid JSON: {exc.msg}", "__line__": n})
+        return rows
+    try:
+        tree = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SourceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix the file or use JSONL") from None
+    if isinstance(tree, dict) and isinstance(tree.get("data"), list):
+        tree = tree["data"]
+    if not isinstance(tree, list):
+        raise SourceError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}}), got {type(tree).__name__}")
+    return tree
+
+
+def _rows_to_items(
+    rows: list[Any], manifest: Path, root: Path, cfg: DataConfig, referenced: set[Path] | None = None
+) -> tuple[list[Item], list[Reject]]:
+    """Turn manifest rows into Items; audio paths resolve against ``root``; ``referenced`` collects every path named."""
+    columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) if rows else set()
+    audio_col = _find_column(columns, cfg.audio_column, AUDIO_COLUMN_ALIASES)
+    text_col = _find_column(columns, cfg.text_column, TEXT_COLUMN_ALIASES)
+    if rows and (audio_col is None or text_col is None):
+        missing = [n for n, c in (("audio", audio_col), ("text", text_col)) if c is None]
+        raise SourceError(
+            f"{manifest}: no {' or '.join(missing)} column (found: {', '.join(sorted(columns)) or 'none'}). "
+            f"Set data.audio_column / data.text_column to the right names."
+        )
+    items, rejects = [], []
+    offset = 2 if manifest.suffix.lower() == ".csv" else 1  # CSV row 1 is the header
+    for n, row in enumerate(rows):
+        where = f"{manifest}:{n + offset}"
+        if not isinstance(row, dict):
+            rejects.append(Reject(where, "invalid_row", f"expected an object, got {type(row).__name__}"))
+            continue
+        if "__error__" in row:
+            rejects.append(Reject(f"{manifest}:{row['__line__']}", "invalid_row", row["__error__"]))
+            continue
+        audio = row.get(audio_col)
+        if isinstance(audio, dict):  # {"path": ...} as in HF exports
+            audio = audio.get("path")
+        if not isinstance(audio, str) or not audio.strip():
+            rejects.append(Reject(where, "missing_audio_path", f"column '{audio_col}' is empty or not a path"))
+            continue
+        path = Path(audio.strip())
+        path = path if path.is_absolute() else root / path
+        if referenced is not None:
+            referenced.add(path.resolve())
+        explicit_id = _opt_str(row.get(cfg.id_column))
+        key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
+        text, bad = _check_text(row.get(text_col), f"{where} ({path})", key)
+        if bad:
+            rejects.append(bad)
+            continue
+        split = _opt_str(row.get(cfg.split_column))
+        if split is not None and split not in SPLITS:
+            rejects.append(Reject(where, "invalid_split", f"split {split!r} is not one of {', '.join(SPLITS)}", key))
+            continue
+        if not path.is_file():
+            rejects.append(Reject(str(path), "missing_file", f"listed in {where} but not found", key))
+            continue
+        items.append(
+            Item(key, str(path), text, str(path), _opt_str(row.get(cfg.language_column)) or cfg.language,
+                 _opt_str(row.get(cfg.speaker_column)), split)
+        )
+    return items, rejects
+
+
+# ------------------------------------------------------------------------------------------ sources
+def _scan_audio(root: Path, formats: list[str]) -> list[Path]:
+    exts = {"." + f.lower().lstrip(".") for f in formats}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):  # no link loops
+        dirnames.sort()
+        found += [Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in exts]
+    return found
+
+
+def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
+    """A folder of audio: transcripts from metadata.csv/.jsonl/.json at its root, or a .txt per file."""
+    root = Path(cfg.source)
+    meta = next((root / m for m in METADATA_FILES if (root / m).is_file()), None)
+    audio_files = _scan_audio(root, cfg.formats)
+    if meta is not None:
+        referenced: set[Path] = set()
+        items, rejects = _rows_to_items(_read_rows(meta), meta, root, cfg, referenced)
+        for path in audio_files:  # audio in the folder that the metadata does not mention
+            if path.resolve() not in referenced:
+                rejects.append(Reject(str(path), "missing_transcript", f"not listed in {meta.name}", _rel_key(path, root)))
+        return items, rejects
+    items, rejects = [], []
+    for path in audio_files:
+        key = _rel_key(path, root)
+        txt = path.with_suffix(".txt")
+        if not txt.is_file():
+            rejects.append(Reject(str(path), "missing_transcript", f"no {txt.name} beside it and no metadata file", key))
+            continue
+        text, bad = _check_text(_read_text_file(txt), str(path), key)
+        if bad:
+            rejects.append(bad)
+            continue
+        items.append(Item(key, str(path), text, str(path), cfg.language))
+    return items, rejects
+
+
+def manifest_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
+    """A CSV, JSON or JSONL manifest; relative audio paths resolve against the manifest's folder."""
+    path = Path(cfg.source)
+    return _rows_to_items(_read_rows(path), path, path.parent, cfg)
+
+
+def open_hf_dataset(kind: str, location: str, split: str, config: str | None, audio_column: str):
+    """Open a HF dataset with its audio column left undecoded (we decode bytes ourselves)."""
+    import datasets
+
+    if kind == "disk":
+        ds = datasets.load_from_disk(location)
+        if isinstance(ds, datasets.DatasetDict):
+            if split not in ds:
+                raise SourceError(f"{location}: no split {split!r}; it has {', '.join(ds)}. Set data.hf_split.")
+            ds = ds[split]
+    elif kind == "audiofolder":
+        ds = datasets.load_dataset("audiofolder", data_dir=location, split=split)
+    else:
+        ds = datasets.load_dataset(location, config, split=split)
+    if audio_column not in ds.column_names:
+        raise SourceError(f"{location}: no audio column {audio_column!r} (has {', '.join(ds.column_names)}). Set data.audio_column.")
+    return ds.cast_column(audio_column, datasets.Audio(decode=False))
+
+
+def _hf_kind(path: Path) -> str:
+    if path.is_dir() and any((path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")):
+        return "disk"
+    return "audiofolder" if path.is_dir() else "hub"
+
+
+def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
+    kind = _hf_kind(Path(cfg.source))
+    ds = open_hf_dataset(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column)
+    text_col = _find_column(ds.column_names, cfg.text_column, TEXT_COLUMN_ALIASES)
+    if text_col is None:
+        raise SourceError(f"{cfg.source}: no text column {cfg.text_column!r} (has {', '.join(ds.column_names)}). Set data.text_column.")
+    meta_cols = [c for c in (text_col, cfg.language_column, cfg.speaker_column, cfg.split_column, cfg.id_column) if c in ds.column_names]
+    rows = ds.select_columns(meta_cols)  # no audio bytes in the main process
+    items, rejects = [], []
+    for index, row in enumerate(rows):
+        explicit_id = _opt_str(row.get(cfg.id_column))
+        key = make_key(explicit_id) if explicit_id else f"{make_key(cfg.hf_split)}-{index:09d}"
+        where = f"{cfg.source}[{cfg.hf_split}][{index}]"
+        text, bad = _check_text(row.get(text_col), where, key)
+        if bad:
+            rejects.append(bad)
+            continue
+        split = _opt_str(row.get(cfg.split_column))
+        ref = HFRef(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column, index)
+        items.append(Item(key, ref, text, where, _opt_str(row.get(cfg.language_column)) or cfg.language,
+                          _opt_str(row.get(cfg.speaker_column)), split if split in SPLITS else None))
+    return items, rejects
+
+
+def detect_source_type(cfg: DataConfig) -> str:
+    if cfg.source_type != "auto":
+        return cfg.source_type
+    path = Path(cfg.source)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix == ".csv":
+            return "csv"
+        if suffix in (".json", ".jsonl"):
+            return "json"
+        raise SourceError(f"{path}: a source file must be .csv, .json or .jsonl (or set data.source_type)")
+    if path.is_dir():
+        return "huggingface" if _hf_kind(path) == "disk" else "folder"
+    if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", cfg.source) and not cfg.source.startswith((".", "/")):
+        return "huggingface"
+    raise SourceError(f"data.source {cfg.source!r}: no such file or folder, and not a hub dataset name")
+
+
+def list_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
+    """Every item of the configured source, sorted by key, and every rejected row; duplicates rejected."""
+    if not cfg.source:
+        raise SourceError("no data source: set data.source (or pass --source) to a folder, CSV, JSON or dataset")
+    kind = detect_source_type(cfg)
+    if kind in ("csv", "json") and not Path(cfg.source).is_file():
+        raise SourceError(f"data.source {cfg.source!r} does not exist")
+    if kind == "folder" and not Path(cfg.source).is_dir():
+        raise SourceError(f"data.source {cfg.source!r} is not a folder")
+    reader = {"folder": folder_items, "csv": manifest_items, "json": manifest_items, "huggingface": hf_items}[kind]
+    items, rejects = reader(cfg)
+    seen: dict[str, Item] = {}
+    unique = []
+    for item in items:
+        if item.key in seen:
+            first = seen[item.key]
+            rejects.append(Reject(item.source, "duplicate_key", f"key {item.key!r} already used by {first.source}", item.key))
+            continue
+        seen[item.key] = item
+        unique.append(item)
+    unique.sort(key=lambda i: i.key)
+    return unique, rejects

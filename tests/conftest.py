@@ -1,0 +1,38 @@
+"""Shared fixtures: real speech from espeak-ng, written at test time in every format."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+SPANISH = [
+    "El médico compra una carta larga en la cocina.",
+    "La abuela lee el periódico por la mañana.",
+    "Mi hermano abre la ventana grande antes de cenar.",
+    "La pintora lava los platos sucios después de la clase.",
+]
+
+
+def espeak(text: str, voice: str = "es") -> tuple[np.ndarray, int]:
+    """Real synthetic speech: float32 mono at espeak-ng's 22050 Hz."""
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install -y espeak-ng)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return samples, rate
+
+
+@pytest.fixture(scope="session")
+def speech() -> tuple[np.ndarray, int]:
+    return espeak(SPANISH[0])
+
+
+@pytest.fixture(scope="session")
+def sentences() -> list[tuple[str, np.ndarray, int]]:
+    return [(text, *espeak(text)) for text in SPANISH]

@@ -1,0 +1,109 @@
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mwc_dist.config import SEED_KEYS, Config, ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SEED_README = ROOT.parent / "shared" / "seed" / "MWC_README.md"
+
+
+@pytest.mark.parametrize("preset", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_preset_loads(preset):
+    cfg = load_config(preset)
+    assert isinstance(cfg, Config)
+
+
+def test_default_yaml_lists_every_key_with_its_default():
+    tree = yaml.safe_load((ROOT / "configs" / "default.yaml").read_text())
+    assert tree == Config().to_dict()
+
+
+def test_seed_config_maps_through_the_table():
+    cfg = load_config(ROOT / "configs" / "seed_training_config.yaml")
+    assert cfg.data.source == "MrDragonFox/Elise" and cfg.data.source_type == "huggingface"
+    assert cfg.data.hf_split == "train"
+    assert cfg.data.formats == ["wav", "mp3", "flac", "ogg", "m4a", "aac", "wma"]
+    assert cfg.model.use_distillation and cfg.model.distillation_alpha == 0.5
+    assert cfg.model.lora_target_modules == ["q_proj", "v_proj", "k_proj", "out_proj"]
+    assert cfg.train.mixed_precision == "fp16" and cfg.train.learning_rate == 5e-5
+    assert cfg.train.gradient_accumulation_steps == 4 and cfg.data.num_workers == 8
+    assert cfg.checkpoint.save_steps == 5 and cfg.checkpoint.resume_from_checkpoint.endswith("checkpoint-25")
+    assert cfg.export.onnx_opset_version == 14 and cfg.export.onnx_optimize
+    # keys with no effect are reported by name, not dropped silently
+    assert any("data.target_sample_rate" in n and "no effect" in n for n in cfg.notes)
+    assert any("data.audio_path" in n for n in cfg.notes)
+
+
+def test_seed_local_folder_selects_audio_path(tmp_path):
+    path = tmp_path / "seed.yaml"
+    path.write_text("data:\n  use_huggingface: false\n  audio_path: /data/x.csv\n  huggingface_dataset: a/b\n")
+    cfg = load_config(path)
+    assert cfg.data.source == "/data/x.csv" and cfg.data.source_type == "auto"
+    assert any("huggingface_dataset" in n for n in cfg.notes)
+
+
+def _readme_yaml_keys() -> set[str]:
+    keys = set()
+    text = SEED_README.read_text()
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        tree = yaml.safe_load(block) or {}
+        for section, body in tree.items():
+            for key in (body or {}):
+                keys.add(f"{section}.{key}")
+    return keys
+
+
+@pytest.mark.skipif(not SEED_README.is_file(), reason="the seed README lives in ../shared (not in a bare clone)")
+def test_every_key_in_the_seed_readme_is_mapped_or_native():
+    native = {f"{s}.{k}" for s, body in Config().to_dict().items() for k in body}
+    keys = _readme_yaml_keys()
+    assert len(keys) > 40
+    assert not (keys - set(SEED_KEYS) - native)
+    shipped = yaml.safe_load((ROOT / "configs" / "seed_training_config.yaml").read_text())
+    shipped_keys = {f"{s}.{k}" for s, body in shipped.items() for k in body}
+    assert keys <= shipped_keys
+
+
+def test_overrides_are_typed_and_win_over_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("data:\n  max_duration_seconds: 30\n")
+    cfg = load_config(path, ["data.max_duration_seconds=20", "data.normalize=false",
+                             "model.lora_target_modules=[q_proj,v_proj]", "train.learning_rate=3e-4"])
+    assert cfg.data.max_duration_seconds == 20.0 and cfg.data.normalize is False
+    assert cfg.model.lora_target_modules == ["q_proj", "v_proj"]
+    assert cfg.train.learning_rate == pytest.approx(3e-4)
+
+
+def test_all_problems_in_one_error_with_suggestions():
+    with pytest.raises(ConfigError) as err:
+        load_config(None, ["data.max_duraton_seconds=3", "train.lr=1", "modle.x=1",
+                           "train.num_epochs=abc", "data.train_split_ratio=0.5"])
+    msg = str(err.value)
+    assert msg.startswith("5 configuration problem(s)")
+    assert "did you mean 'data.max_duration_seconds'" in msg
+    assert "did you mean 'train.learning_rate'" in msg
+    assert "unknown section 'modle'" in msg and "did you mean 'model'" in msg
+    assert "train.num_epochs: expected an integer, got 'abc'" in msg
+    assert "sum to 1" in msg
+
+
+def test_seed_key_with_no_effect_still_rejects_a_harmful_value():
+    with pytest.raises(ConfigError, match="16000"):
+        load_config(None, ["data.target_sample_rate=22050"])
+
+
+def test_seed_and_native_key_for_the_same_setting_conflict():
+    with pytest.raises(ConfigError, match="both set"):
+        load_config(None, {"training.fp16": True, "train.mixed_precision": "bf16"})
+
+
+def test_bad_yaml_names_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "missing.yaml")
