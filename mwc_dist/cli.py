@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="mwc-dist: train Whisper across GPUs and nodes. Data in (demo-data, shard), training, export.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="run `mwc COMMAND --help` for its options")
 
     p = sub.add_parser(
         "shard",

@@ -19,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
+import itertools
 import json
 import multiprocessing as mp
 import os
@@ -133,25 +134,43 @@ def _float_wav(wave, rate: int) -> bytes:
 
 
 def _worker_init() -> None:
+    """Import the decoders once per worker, in parallel, before the first item arrives."""
+    import av  # noqa: F401
+    import soundfile  # noqa: F401
     import torch
+    import torchaudio.functional  # noqa: F401
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one process per core already
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int, window: int = 64) -> Iterator:
-    """``map(fn, items)`` in order over a spawn process pool, with at most ``window`` items in flight."""
+def _apply_batch(fn: Callable, batch: list) -> list:
+    return [fn(x) for x in batch]
+
+
+def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 8, window: int = 16) -> Iterator:
+    """``map(fn, items)`` in order over a spawn process pool: ``batch`` items per task, ``window`` tasks in flight."""
     if workers <= 1:
-        yield from map(fn, items)
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # idle intra-op threads only spin: one clip at a time is one core
+        try:
+            yield from map(fn, items)
+        finally:
+            torch.set_num_threads(threads)
         return
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
         pending: deque = deque()
-        for item in items:
-            pending.append(pool.submit(fn, item))
-            if len(pending) >= window:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+        it = iter(items)
+        while True:
+            chunk = list(itertools.islice(it, batch))
+            if chunk:
+                pending.append(pool.submit(_apply_batch, fn, chunk))
+            if pending and (len(pending) >= window or not chunk):
+                yield from pending.popleft().result()
+            if not chunk and not pending:
+                return
 
 
 # -------------------------------------------------------------------------------------------- write
@@ -177,7 +196,7 @@ class _ShardSink:
 
         self.out_dir, self.chunk, self.audio_ext = out_dir, chunk, audio_ext
         self.tmp = out_dir / f"{chunk.name}.tar.tmp"
-        self.writer = wds.TarWriter(str(self.tmp))
+        self.writer = wds.TarWriter(str(self.tmp), mtime=0)  # fixed mtime: the same input gives the same bytes
         self.keys: list[str] = []
         self.seconds = 0.0
         self.quarantined: list[dict[str, Any]] = []
@@ -217,7 +236,10 @@ def _record_ok(out_dir: Path, chunk: Chunk) -> bool:
 # -------------------------------------------------------------------------------------------- merge
 def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
     """Build <split>.manifest.json and quarantine.jsonl from the shard records; None if some are missing."""
-    plan = json.loads((out_dir / "_parts" / "plan.json").read_text())
+    plan_path = out_dir / "_parts" / "plan.json"
+    if not plan_path.is_file():
+        raise ShardError(f"{out_dir}: no shard plan here ({plan_path} is missing); run `mwc shard --out {out_dir}` first")
+    plan = json.loads(plan_path.read_text())
     records = []
     for name in plan["chunks"]:
         rec_path = out_dir / "_parts" / f"{name}.json"
@@ -306,7 +328,9 @@ def shard_source(
     remaining = {c.name: len(c.items) for c in todo}
     results = ordered_map(partial(process_item, settings=settings), (it for _, it in pairs), workers)
     for (chunk, _), result in zip(pairs, results):
-        sink = sinks.setdefault(chunk.name, _ShardSink(out_dir, chunk, settings["shard_audio_format"]))
+        if chunk.name not in sinks:
+            sinks[chunk.name] = _ShardSink(out_dir, chunk, settings["shard_audio_format"])
+        sink = sinks[chunk.name]
         sink.add(result)
         bar.update(1)
         remaining[chunk.name] -= 1

@@ -13,6 +13,7 @@ dataset name.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import io
 import json
 import os
@@ -36,7 +37,7 @@ class SourceError(ValueError):
 class HFRef:
     """Where a Hugging Face row's audio lives; opened again inside decode workers."""
 
-    kind: str  # disk | audiofolder | hub
+    kind: str  # disk | hub
     location: str
     split: str
     config: str | None
@@ -255,8 +256,6 @@ def open_hf_dataset(kind: str, location: str, split: str, config: str | None, au
             if split not in ds:
                 raise SourceError(f"{location}: no split {split!r}; it has {', '.join(ds)}. Set data.hf_split.")
             ds = ds[split]
-    elif kind == "audiofolder":
-        ds = datasets.load_dataset("audiofolder", data_dir=location, split=split)
     else:
         ds = datasets.load_dataset(location, config, split=split)
     if audio_column not in ds.column_names:
@@ -272,6 +271,12 @@ def _hf_kind(path: Path) -> str:
 
 def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     kind = _hf_kind(Path(cfg.source))
+    if kind == "audiofolder":
+        # HF's audiofolder layout (metadata.csv/.jsonl with file_name, optionally one folder per split) is
+        # read directly: datasets' own builder re-encodes audio through torchcodec, which needs FFmpeg.
+        split_dir = Path(cfg.source) / cfg.hf_split
+        root = split_dir if split_dir.is_dir() and any((split_dir / m).is_file() for m in METADATA_FILES) else Path(cfg.source)
+        return folder_items(dataclasses.replace(cfg, source=str(root)))
     ds = open_hf_dataset(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column)
     text_col = _find_column(ds.column_names, cfg.text_column, TEXT_COLUMN_ALIASES)
     if text_col is None:
