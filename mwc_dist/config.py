@@ -57,7 +57,10 @@ class DataConfig:
     shard_samples: int = 1000  # items per shard (the unit of resume and of job splitting)
     shard_audio_format: str = "flac"  # flac (16-bit, lossless container) | wav (float32)
     shard_workers: int = 0  # decode processes for `mwc shard`; 0 = all cores
-    num_workers: int = 2  # DataLoader workers when training
+    num_workers: int = 2  # DataLoader workers per rank when training
+    train_shards: str | None = None  # paths/brace patterns/pipe: URLs ("::"-separated); default: shard_dir's manifest
+    eval_shards: str | None = None
+    eval_split: str = "validation"  # which split of shard_dir evaluation reads
 
 
 @dataclass
@@ -100,8 +103,16 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # no | fp16 | bf16
     gradient_checkpointing: bool = False
+    freeze_encoder: bool = False
+    freeze_embeddings: bool = False
+    spec_augment: bool = False
+    shuffle_buffer: int = 500  # samples in the shuffle buffer of each loader worker
+    bucket_batches: int = 8  # batches per duration bucket (samples sorted by duration within it)
     log_every_steps: int = 10
-    eval_steps: int = 0  # 0 = evaluate at the end of each epoch
+    eval_steps: int = 0  # 0 = evaluate at the end of each epoch; -1 = never
+    eval_max_samples: int = 0  # 0 = the whole eval split
+    generation_max_length: int = 128
+    num_beams: int = 1
 
 
 @dataclass
@@ -131,12 +142,25 @@ class ExportConfig:
 
 
 @dataclass
+class TrackingConfig:
+    """Where metrics go besides the always-on metrics.jsonl (rank 0 only)."""
+
+    report_to: list[str] = field(default_factory=list)  # tensorboard, wandb
+    project: str = "mwc-dist"
+    run_name: str | None = None
+    entity: str | None = None
+    tags: list[str] = field(default_factory=list)
+    group: str | None = None
+
+
+@dataclass
 class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
     notes: list[str] = field(default_factory=list, metadata={"internal": True})
 
     def to_dict(self) -> dict[str, Any]:
@@ -336,6 +360,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(f"train.{name}: must be >= 1; got {getattr(t, name)}")
     if t.learning_rate <= 0:
         problems.append(f"train.learning_rate: must be > 0; got {t.learning_rate}")
+    bad_trackers = [r for r in cfg.tracking.report_to if r not in ("tensorboard", "wandb")]
+    if bad_trackers:
+        problems.append(f"tracking.report_to: unknown {bad_trackers}; choose from tensorboard, wandb")
+    if cfg.data.eval_split not in SPLITS:
+        problems.append(f"data.eval_split: must be one of {', '.join(SPLITS)}; got {cfg.data.eval_split!r}")
     c = cfg.checkpoint
     if c.save_strategy not in ("epoch", "steps", "no"):
         problems.append(f"checkpoint.save_strategy: must be epoch, steps or no; got {c.save_strategy!r}")

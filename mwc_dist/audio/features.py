@@ -1,0 +1,61 @@
+"""Whisper's log-mel spectrogram as a torch module, computed on the training device.
+
+The loader ships padded 16 kHz waveforms and their lengths; ``LogMel`` pads (or cuts) them to the
+model's window exactly as ``WhisperFeatureExtractor`` does, and returns what it returns (to ~1e-5):
+STFT (Hann 400, hop 160) -> power -> Slaney mel filters (transformers.audio_utils.mel_filter_bank)
+-> log10 -> clamp to (max - 8) -> (x + 4) / 4. ``SpecAugment`` masks frequency and time bands
+(torchaudio's masking transforms) during training only.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+N_FFT, HOP, SAMPLE_RATE = 400, 160, 16000
+
+
+class LogMel(nn.Module):
+    """[B, N] waveforms -> [B, n_mels, window_frames] Whisper log-mel features."""
+
+    def __init__(self, n_mels: int = 80, window_seconds: float = 30.0):
+        super().__init__()
+        from transformers.audio_utils import mel_filter_bank
+
+        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0,
+                                  max_frequency=8000.0, sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+        self.register_buffer("filters", torch.from_numpy(filters).float().T.contiguous(), persistent=False)  # [M, F]
+        self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
+        self.num_samples = int(round(window_seconds * SAMPLE_RATE))
+
+    @torch.no_grad()
+    def forward(self, audio: torch.Tensor) -> torch.Tensor:
+        audio = audio.float()
+        if audio.shape[1] < self.num_samples:  # zero padding to the window, like the feature extractor
+            audio = nn.functional.pad(audio, (0, self.num_samples - audio.shape[1]))
+        audio = audio[:, : self.num_samples]
+        stft = torch.stft(audio, N_FFT, HOP, window=self.window, return_complex=True)  # [B, F, T+1]
+        power = stft[..., :-1].abs() ** 2
+        mel = self.filters @ power  # [B, M, T]
+        log_spec = torch.clamp(mel, min=1e-10).log10()
+        peak = log_spec.amax(dim=(1, 2), keepdim=True)
+        log_spec = torch.maximum(log_spec, peak - 8.0)
+        return (log_spec + 4.0) / 4.0
+
+
+class SpecAugment(nn.Module):
+    """Frequency and time masking (SpecAugment's LD policy without time warping); identity in eval mode."""
+
+    def __init__(self, freq_mask: int = 27, time_mask: int = 100, num_freq_masks: int = 2, num_time_masks: int = 2):
+        super().__init__()
+        import torchaudio.transforms as T
+
+        self.masks = nn.ModuleList([T.FrequencyMasking(freq_mask, iid_masks=True) for _ in range(num_freq_masks)]
+                                   + [T.TimeMasking(time_mask, iid_masks=True) for _ in range(num_time_masks)])
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return features
+        for mask in self.masks:
+            features = mask(features.unsqueeze(1)).squeeze(1)  # iid masks want [B, C, F, T]
+        return features

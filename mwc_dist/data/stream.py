@@ -1,0 +1,234 @@
+"""Stream shards into training batches: equal batches on every rank, exactly resumable.
+
+Training pipeline (one per rank; each DataLoader worker runs it on its own shards)::
+
+    shard list -> shuffle shards (seed + epoch) -> split by rank -> split by worker -> read tar samples
+    -> shuffle buffer (seed, epoch, rank, worker) -> duration buckets -> batches
+    -> skip what a resumed run already consumed -> decode audio -> tokenise -> collate
+
+Sample counts per shard come from the manifest, so every rank knows, before reading a byte, how many
+full batches every worker of every rank will produce. The epoch length is the minimum over ranks:
+no rank waits in an all-reduce for a rank that ran dry (WebDataset's DDP hang). Each worker pads its
+stream with ``None`` up to the longest worker of its rank, so the DataLoader's round robin is regular
+and the position "items taken from the loader" maps to an exact per-worker skip on resume. Batches are
+skipped before audio is decoded. Resuming at a different world size restarts the interrupted epoch's
+data order from its beginning (the step count and schedule continue).
+
+Evaluation reads the validation shards in order; sample ``i`` goes to rank ``i % world_size``, so each
+sample is evaluated exactly once.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+
+from mwc_dist.config import DataConfig
+
+
+@dataclass
+class ShardSet:
+    urls: list[str]
+    counts: list[int]  # samples per shard
+    max_seconds: float | None = None  # the longest clip the shards may hold (manifest's config)
+
+    @property
+    def num_samples(self) -> int:
+        return sum(self.counts)
+
+
+def _count_samples(url: str) -> int:
+    import webdataset as wds
+
+    return sum(1 for _ in wds.tarfile_to_samples()(iter([{"url": url}])))
+
+
+def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
+    """Shards of ``split``: ``data.<split>_shards`` (paths, brace patterns, pipe: URLs) or the manifest in ``data.shard_dir``."""
+    from braceexpand import braceexpand
+
+    pattern = cfg.train_shards if split == "train" else cfg.eval_shards
+    manifest_path = Path(cfg.shard_dir) / f"{split}.manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
+    max_seconds = manifest["config"]["max_duration_seconds"] if manifest else None
+    if not pattern:
+        if manifest is None:
+            raise ValueError(f"no shards for split {split!r}: {manifest_path} does not exist. Run `mwc shard --out "
+                             f"{cfg.shard_dir}` or set data.shard_dir / data.{'train' if split == 'train' else 'eval'}_shards")
+        urls = [str(Path(cfg.shard_dir) / s["shard"]) for s in manifest["shards"]]
+        return ShardSet(urls, [s["num_samples"] for s in manifest["shards"]], max_seconds)
+    urls = [u for part in pattern.split("::") for u in braceexpand(part)]
+    known = {s["shard"]: s["num_samples"] for s in manifest["shards"]} if manifest else {}
+    counts = [known.get(Path(u.split()[-1]).name) if not u.startswith("pipe:") else None for u in urls]
+    counts = [c if c is not None else _count_samples(u) for c, u in zip(counts, urls)]  # one pass if no manifest
+    return ShardSet(urls, counts, max_seconds)
+
+
+# ------------------------------------------------------------------------------------------ batches
+class Tokenize:
+    """Text -> Whisper labels: <|lang|><|task|><|notimestamps|> text <|endoftext|> (the decoder start is prepended by the model)."""
+
+    def __init__(self, tokenizer, language: str | None, task: str):
+        self.tokenizer = tokenizer
+        self.language, self.task = language, task
+        ids = tokenizer.convert_tokens_to_ids
+        self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
+
+    def language_id(self, language: str | None) -> list[int]:
+        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+        language = language or self.language
+        if language is None:
+            return []
+        code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+        token_id = self.tokenizer.convert_tokens_to_ids(f"<|{code}|>")
+        if token_id == self.tokenizer.unk_token_id or token_id is None:
+            raise ValueError(f"language {language!r} has no Whisper language token")
+        return [token_id]
+
+    def __call__(self, text: str, language: str | None = None) -> list[int]:
+        body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+        return self.language_id(language) + [self.task_id, self.notimestamps] + body + [self.eot]
+
+
+def decode_flac(payload: bytes) -> np.ndarray:
+    import soundfile as sf
+
+    wave, _ = sf.read(io.BytesIO(payload), dtype="float32")
+    return wave
+
+
+def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int) -> dict[str, Any]:
+    """Decode and pad one batch: audio [B, N] float32 (+ lengths), labels [B, L] with -100 padding."""
+    waves = [decode_flac(s.get("flac") or s["wav"])[:max_samples] for s in samples]
+    metas = [json.loads(s["json"]) for s in samples]
+    audio = torch.zeros(len(waves), max(len(w) for w in waves))
+    for i, w in enumerate(waves):
+        audio[i, : len(w)] = torch.from_numpy(w)
+    label_ids = [tokenize(m["text"], m.get("language")) for m in metas]
+    labels = torch.full((len(waves), max(len(x) for x in label_ids)), -100, dtype=torch.long)
+    for i, ids in enumerate(label_ids):
+        labels[i, : len(ids)] = torch.tensor(ids)
+    return {
+        "audio": audio, "audio_lengths": torch.tensor([len(w) for w in waves]), "labels": labels,
+        "keys": [m["key"] for m in metas], "texts": [m["text"] for m in metas],
+        "languages": [m.get("language") for m in metas], "seconds": float(sum(len(w) for w in waves)) / 16000,
+    }
+
+
+def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int) -> Iterator[list[dict]]:
+    """Group ``batch_size * bucket_batches`` samples, sort them by duration, cut into batches; drop the last partial batch."""
+    bucket: list[dict] = []
+    for sample in samples:
+        bucket.append(sample)
+        if len(bucket) == batch_size * bucket_batches:
+            yield from _cut(bucket, batch_size)
+            bucket = []
+    yield from _cut(bucket, batch_size)
+
+
+def _cut(bucket: list[dict], batch_size: int) -> Iterator[list[dict]]:
+    bucket.sort(key=lambda s: json.loads(s["json"])["duration"])
+    for start in range(0, len(bucket) - batch_size + 1, batch_size):
+        yield bucket[start : start + batch_size]
+
+
+# ------------------------------------------------------------------------------------------- train
+class TrainStream(IterableDataset):
+    """One rank's training batches for one epoch (see the module docstring)."""
+
+    def __init__(self, shards: ShardSet, tokenize: Tokenize, *, batch_size: int, seed: int, epoch: int, rank: int,
+                 world_size: int, num_workers: int, shuffle_buffer: int, bucket_size: int, max_samples: int,
+                 skip_items: int = 0):
+        self.shards, self.tokenize = shards, tokenize
+        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
+        self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
+        self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
+        self.skip_items = skip_items
+
+    # -- the plan, computable on every rank from the manifest counts alone
+    def shard_order(self) -> list[int]:
+        order = list(range(len(self.shards.urls)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)  # same on every rank
+        return order
+
+    def worker_shards(self, rank: int, worker: int) -> list[int]:
+        return self.shard_order()[rank :: self.world_size][worker :: self.num_workers]
+
+    def worker_batches(self, rank: int) -> list[int]:
+        return [sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.batch_size
+                for w in range(self.num_workers)]
+
+    def steps_per_epoch(self) -> int:
+        """Full batches every rank can produce this epoch: the minimum over ranks."""
+        return min(sum(self.worker_batches(r)) for r in range(self.world_size))
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+        import webdataset as wds
+
+        info = get_worker_info()
+        assert (info.num_workers if info else 1) == self.num_workers, "DataLoader workers != planned workers"
+        # The loader's round robin starts at its worker 0, so after a resume worker 0 must play the
+        # logical worker whose item comes next: rotate by the number of items already consumed.
+        worker = ((info.id if info else 0) + self.skip_items) % self.num_workers
+        urls = [self.shards.urls[i] for i in self.worker_shards(self.rank, worker)]
+        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
+        # shard list -> (shuffled, split by rank and worker above) -> tar samples -> shuffle buffer
+        samples = wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+        if self.shuffle_buffer > 1:
+            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
+        # -> duration buckets -> batches (still undecoded)
+        batches = bucket_batches(samples, self.batch_size, self.bucket_size)
+        # -> pad to the longest worker of this rank, so the loader's round robin stays regular
+        target = max(self.worker_batches(self.rank))
+        n = 0
+        skip = (self.skip_items - worker + self.num_workers - 1) // self.num_workers if self.skip_items > worker else 0
+        for batch in batches:
+            if n == target:
+                break
+            n += 1
+            if n > skip:  # -> skip what was consumed before a resume, before decoding
+                yield collate(batch, self.tokenize, self.max_samples)  # -> decode -> tokenise -> collate
+        for _ in range(n, target):
+            n += 1
+            if n > skip:
+                yield None
+
+
+def build_train_loader(stream: TrainStream) -> DataLoader:
+    workers = stream.num_workers if stream.num_workers > 1 else 0
+    return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_identity,
+                      persistent_workers=False, prefetch_factor=4 if workers else None)
+
+
+def _identity(x):
+    return x
+
+
+# -------------------------------------------------------------------------------------------- eval
+def eval_batches(shards: ShardSet, tokenize: Tokenize, *, batch_size: int, rank: int, world_size: int,
+                 max_samples: int, limit: int = 0) -> Iterator[dict[str, Any]]:
+    """This rank's share of the eval samples (sample i -> rank i % world), in order, batched."""
+    import webdataset as wds
+
+    samples = wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls]))
+    mine: list[dict] = []
+    for index, sample in enumerate(samples):
+        if limit and index >= limit:
+            break
+        if index % world_size == rank:
+            mine.append(sample)
+            if len(mine) == batch_size:
+                yield collate(mine, tokenize, max_samples)
+                mine = []
+    if mine:
+        yield collate(mine, tokenize, max_samples)
+

@@ -1,0 +1,61 @@
+"""Accelerator construction, seeding, printing from rank 0, and SLURM's variables -> RANK/WORLD_SIZE.
+
+Under `accelerate launch` the launcher sets RANK/WORLD_SIZE/LOCAL_RANK. Under SLURM with one task per
+process (``srun python -m mwc_dist.train``), accelerate ignores SLURM_*; ``slurm_env_to_torch()`` maps
+them so torch.distributed and the shard stream see the right rank. On a machine with no GPU the
+Accelerator runs on CPU with the gloo backend (ACCELERATE_USE_CPU=true, or simply no CUDA device).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from datetime import timedelta
+
+import numpy as np
+import torch
+
+from mwc_dist.config import Config
+
+
+def slurm_env_to_torch() -> None:
+    """Export RANK/WORLD_SIZE/LOCAL_RANK from SLURM_* when a SLURM step started us without a launcher."""
+    if "SLURM_PROCID" in os.environ and "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        os.environ["RANK"] = os.environ["SLURM_PROCID"]
+        os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+        os.environ.setdefault("MASTER_PORT", "29500")
+        if os.environ.get("SLURM_NNODES", "1") == "1":
+            os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+
+
+def build_accelerator(cfg: Config, timeout_s: int = 1800):
+    """The run's Accelerator: mixed precision, accumulation and trackers from config; gloo when on CPU."""
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
+
+    slurm_env_to_torch()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    # DeepSpeed on CPU needs gloo named explicitly (FACTS.md); naming a backend in one process would
+    # make accelerate expect a process group, so only when the launcher started several
+    backend = "gloo" if use_cpu and distributed else None
+    kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=timeout_s))]
+    trackers = list(cfg.tracking.report_to)
+    return Accelerator(
+        cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
+        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        log_with=trackers or None, kwargs_handlers=kwargs,
+        project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
+    )
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def print0(accelerator, *args, **kwargs) -> None:
+    if accelerator.is_main_process:
+        print(*args, **kwargs, flush=True)

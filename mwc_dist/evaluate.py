@@ -1,0 +1,104 @@
+"""Evaluation: batched greedy (or beam) generation on every rank's share, gathered, scored on rank 0.
+
+    mwc eval --model DIR --data SHARD_DIR --out DIR [--split validation] [--language es]
+
+``evaluate`` is collective: every rank generates for its own samples (sample i -> rank i % world,
+each exactly once), the (key, reference, prediction) rows are gathered to all ranks, and only the main
+process writes ``predictions.jsonl`` and ``metrics.json``. Metrics come from mwc_dist.metrics
+(jiwer / sacrebleu) on exactly the rows written, so they can be recomputed from the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mwc_dist.audio.features import LogMel
+from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
+from mwc_dist.metrics import compute_metrics
+
+
+@torch.no_grad()
+def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, language: str | None, task: str,
+                   max_length: int, num_beams: int = 1) -> list[str]:
+    device = next(model.parameters()).device
+    features = log_mel(batch["audio"].to(device)).to(next(model.parameters()).dtype)
+    languages = {lang for lang in batch["languages"] if lang} or ({language} if language else set())
+    prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
+    max_new = min(max_length, model.config.max_target_positions - prompt)
+    kwargs = {"task": task, "max_new_tokens": max_new, "num_beams": num_beams}
+    if len(languages) == 1:
+        kwargs["language"] = languages.pop()
+    elif languages:  # a mixed-language batch: one forced language per row
+        kwargs["language"] = [lang or language for lang in batch["languages"]]
+    ids = model.generate(input_features=features, **kwargs)
+    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+
+
+def evaluate(accelerator, model, processor, shards: ShardSet, *, language: str | None, task: str, batch_size: int,
+             max_length: int, out_dir: Path | None, limit: int = 0, num_beams: int = 1, step: int | None = None) -> dict:
+    """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files."""
+    from accelerate.utils import gather_object
+
+    unwrapped = accelerator.unwrap_model(model)
+    was_training = unwrapped.training
+    unwrapped.eval()
+    fe = processor.feature_extractor
+    log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
+    tokenize = Tokenize(processor.tokenizer, language, task)
+    rows, start, seconds = [], time.perf_counter(), 0.0
+    for batch in eval_batches(shards, tokenize, batch_size=batch_size, rank=accelerator.process_index,
+                              world_size=accelerator.num_processes, max_samples=fe.n_samples, limit=limit):
+        predictions = generate_batch(unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams)
+        seconds += batch["seconds"]
+        rows += [{"key": k, "reference": r, "prediction": p, "language": lang}
+                 for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])]
+    took = time.perf_counter() - start
+    rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
+    timings = gather_object([(took, seconds)])
+    if was_training:
+        unwrapped.train()
+    metric_language = rows[0]["language"] or language if rows else language
+    metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], metric_language)
+    metrics["audio_seconds"] = sum(s for _, s in timings)
+    metrics["decode_seconds"] = max(t for t, _ in timings)
+    metrics["real_time_factor"] = metrics["decode_seconds"] / max(metrics["audio_seconds"], 1e-9)
+    if accelerator.is_main_process and out_dir is not None:
+        write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir / "predictions.jsonl.tmp"
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    os.replace(tmp, out_dir / "predictions.jsonl")
+    tmp = out_dir / "metrics.json.tmp"
+    tmp.write_text(json.dumps(metrics, indent=2))
+    os.replace(tmp, out_dir / "metrics.json")
+
+
+def run_eval(model_dir: str, data_dir: str, out_dir: str, split: str = "validation", language: str | None = None,
+             task: str = "transcribe", batch_size: int = 8, max_length: int = 128, limit: int = 0, num_beams: int = 1) -> dict:
+    """`mwc eval`: load a model folder and evaluate it on a shard folder's split."""
+    from mwc_dist.config import DataConfig, ModelConfig
+    from mwc_dist.data.stream import load_shard_set
+    from mwc_dist.dist import build_accelerator
+    from mwc_dist.config import Config
+    from mwc_dist.models.build import build_model
+
+    accelerator = build_accelerator(Config())
+    model, processor = build_model(ModelConfig(base_model=model_dir))
+    model.to(accelerator.device)
+    shards = load_shard_set(DataConfig(shard_dir=data_dir), split)
+    metrics = evaluate(accelerator, model, processor, shards, language=language, task=task, batch_size=batch_size,
+                       max_length=max_length, out_dir=Path(out_dir), limit=limit, num_beams=num_beams)
+    if accelerator.is_main_process:
+        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
+    return metrics

@@ -1,0 +1,309 @@
+"""The training loop: shards -> log-mel on device -> Whisper -> AdamW, on Accelerate (DDP or DeepSpeed).
+
+    accelerate launch -m mwc_dist.train --config run.yaml [section.key=value ...]
+    ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 -m mwc_dist.train --config run.yaml
+    mwc train --config run.yaml            # one process
+
+Rank 0 writes everything (metrics.jsonl, checkpoints, evaluations, final/); collective calls (eval,
+checkpoint save) run on all ranks. The run ends by checking that every rank holds the same weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from mwc_dist.audio.features import LogMel, SpecAugment
+from mwc_dist.checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkpoint
+from mwc_dist.config import Config, config_to_yaml, load_config
+from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
+from mwc_dist.dist import build_accelerator, print0, seed_everything
+from mwc_dist.evaluate import evaluate
+from mwc_dist.models.build import build_model, window_seconds
+from mwc_dist.tracking import build_tracker
+
+
+def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None:
+    if freeze_encoder:
+        model.model.encoder.requires_grad_(False)
+    if freeze_embeddings:
+        model.model.decoder.embed_tokens.requires_grad_(False)
+        model.model.decoder.embed_positions.requires_grad_(False)
+
+
+def param_digest(model) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
+    return h.hexdigest()
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.out_dir = Path(cfg.train.output_dir)
+
+    # ----------------------------------------------------------------------------------- setup
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.accelerator = build_accelerator(cfg)
+        self.is_main = self.accelerator.is_main_process
+        self.device = self.accelerator.device
+        seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
+        model, self.processor = build_model(cfg.model, seed=cfg.train.seed)
+        apply_freezing(model, cfg.train.freeze_encoder, cfg.train.freeze_embeddings)
+        if cfg.train.gradient_checkpointing:
+            model.gradient_checkpointing_enable()
+            model.config.use_cache = False
+        fe = self.processor.feature_extractor
+        self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
+        self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
+        self.tokenize = Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task)
+        self.train_shards = load_shard_set(cfg.data, "train")
+        self.eval_shards = self._eval_shards()
+        self._check_window(model)
+
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
+        self.total_steps = self._plan_total_steps()
+        from transformers import get_scheduler
+
+        # stepped by us once per optimizer step (accelerate's prepared scheduler would step world_size times)
+        self.scheduler = get_scheduler(cfg.train.lr_scheduler_type, optimizer, num_warmup_steps=cfg.train.warmup_steps,
+                                       num_training_steps=self.total_steps)
+        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+
+        self.state = TrainState(world_size=self.accelerator.num_processes)
+        resume = resolve_resume(cfg.checkpoint.resume_from_checkpoint, self.out_dir)
+        if resume is not None:
+            self.state = load_checkpoint(self.accelerator, resume)  # collective
+            print0(self.accelerator, f"resumed from {resume} at step {self.state.step}, epoch {self.state.epoch}")
+        if self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            (self.out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+        self.tracker = build_tracker(self.accelerator, self.out_dir, cfg)
+        print0(self.accelerator, f"world size {self.accelerator.num_processes}; {self.train_shards.num_samples} train samples "
+                                 f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps")
+
+    def _eval_shards(self) -> ShardSet | None:
+        if self.cfg.train.eval_steps < 0:
+            return None
+        try:
+            return load_shard_set(self.cfg.data, self.cfg.data.eval_split)
+        except ValueError as exc:
+            print0(self.accelerator, f"no evaluation: {exc}")
+            return None
+
+    def _check_window(self, model) -> None:
+        window = window_seconds(model.config)
+        longest = self.train_shards.max_seconds
+        if longest is not None and longest > window + 1e-6:
+            raise ValueError(f"the shards may hold clips up to {longest:g} s but the model's window is {window:g} s: "
+                             f"re-shard with data.max_duration_seconds={window:g} or use a model with a longer window")
+
+    def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
+        cfg = self.cfg
+        return TrainStream(
+            self.train_shards, self.tokenize, batch_size=cfg.train.per_device_train_batch_size, seed=cfg.train.seed,
+            epoch=epoch, rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
+            num_workers=cfg.data.num_workers, shuffle_buffer=cfg.train.shuffle_buffer,
+            bucket_size=cfg.train.bucket_batches, max_samples=self.processor.feature_extractor.n_samples,
+            skip_items=skip_items,
+        )
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        return self.stream(epoch).steps_per_epoch() // self.cfg.train.gradient_accumulation_steps
+
+    def _plan_total_steps(self) -> int:
+        if self.cfg.train.max_steps > 0:
+            return self.cfg.train.max_steps
+        total = sum(self.steps_in_epoch(e) for e in range(self.cfg.train.num_epochs))
+        if total == 0:
+            raise ValueError(f"{self.train_shards.num_samples} train samples make no full batch per rank "
+                             f"(batch {self.cfg.train.per_device_train_batch_size} x {self.accelerator.num_processes} ranks)")
+        return total
+
+    # ------------------------------------------------------------------------------------ loop
+    def train(self) -> dict:
+        state, cfg = self.state, self.cfg
+        self.model.train()
+        rank = str(self.accelerator.process_index)
+        same_world = state.world_size == self.accelerator.num_processes
+        if not same_world:
+            print0(self.accelerator, f"world size changed ({state.world_size} -> {self.accelerator.num_processes}): "
+                                     f"epoch {state.epoch} restarts its data order")
+        position = state.data_position.get(rank, 0) if same_world else 0
+        self.window = {"loss": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+        progress = self._progress_bar()
+        while state.step < self.total_steps:
+            steps = self.steps_in_epoch(state.epoch)
+            if steps == 0:
+                raise ValueError(f"epoch {state.epoch} has no full batch per rank: add data or lower the batch size")
+            loader = build_train_loader(self.stream(state.epoch, skip_items=position))
+            for batch in loader:
+                position += 1
+                state.data_position[rank] = position
+                if batch is None:  # padding that keeps the workers' round robin regular
+                    continue
+                with self.accelerator.accumulate(self.model):
+                    self.train_step(batch)
+                if not self.accelerator.sync_gradients:
+                    continue
+                state.step += 1
+                state.epoch_step += 1
+                progress.update(1)
+                epoch_done = state.epoch_step == steps
+                if epoch_done:
+                    state.epoch, state.epoch_step, position = state.epoch + 1, 0, 0
+                    state.data_position[rank] = 0
+                self.maybe_log()
+                metrics = self.maybe_evaluate(epoch_done)
+                self.maybe_save(epoch_done, metrics)
+                if epoch_done or state.step >= self.total_steps:
+                    break
+        progress.close()
+        return self.finish()
+
+    def train_step(self, batch: dict) -> None:
+        features = self.log_mel(batch["audio"].to(self.device))  # [B, n_mels, frames], on the device
+        if self.spec_augment is not None:
+            features = self.spec_augment(features)
+        out = self.model(input_features=features, labels=batch["labels"].to(self.device))
+        self.accelerator.backward(out.loss)
+        if self.accelerator.sync_gradients:
+            self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        self.optimizer.step()
+        if self.accelerator.sync_gradients:
+            self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        w = self.window
+        w["loss"] += out.loss.detach().float().item()
+        w["micro"] += 1
+        w["samples"] += len(batch["keys"])
+        w["seconds"] += batch["seconds"]
+
+    # --------------------------------------------------------------------------- maybe_*
+    def maybe_log(self, force: bool = False) -> None:
+        """Collective when it logs (losses and counts are reduced over ranks)."""
+        state, w = self.state, self.window
+        if not force and state.step % self.cfg.train.log_every_steps != 0:
+            return
+        if w["micro"] == 0:
+            return
+        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"]], dtype=torch.float64, device=self.device)
+        totals = self.accelerator.reduce(totals, reduction="sum")  # collective
+        elapsed = time.perf_counter() - w["start"]
+        state.samples_seen += int(totals[2])
+        state.audio_seconds_seen += float(totals[3])
+        grad_norm = getattr(self, "grad_norm", None)
+        metrics = {
+            "loss": float(totals[0] / totals[1]), "lr": self.scheduler.get_last_lr()[0], "epoch": state.epoch,
+            "grad_norm": float(grad_norm) if grad_norm is not None else None,
+            "samples_per_s": float(totals[2]) / elapsed, "audio_s_per_s": float(totals[3]) / elapsed,
+            "samples_seen": state.samples_seen,
+        }
+        self.tracker.log(metrics, step=state.step)
+        self.window = {"loss": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+
+    def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
+        """Collective: all ranks generate for their share of the eval set."""
+        every = self.cfg.train.eval_steps
+        due = force or (every > 0 and self.state.step % every == 0) or (every == 0 and epoch_done)
+        if self.eval_shards is None or not due:
+            return None
+        cfg = self.cfg
+        metrics = evaluate(self.accelerator, self.model, self.processor, self.eval_shards, language=cfg.model.language,
+                           task=cfg.model.task, batch_size=cfg.train.per_device_eval_batch_size,
+                           max_length=cfg.train.generation_max_length, num_beams=cfg.train.num_beams,
+                           out_dir=self.out_dir / "eval" / f"step-{self.state.step}", limit=cfg.train.eval_max_samples,
+                           step=self.state.step)
+        self.state.last_eval = {"step": self.state.step, **metrics}
+        self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.state.step)
+        print0(self.accelerator, f"step {self.state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
+                                 f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)")
+        return metrics
+
+    def maybe_save(self, epoch_done: bool, metrics: dict | None, force: bool = False) -> None:
+        """Collective: every rank writes its optimizer/RNG state; rank 0 the rest."""
+        c, state = self.cfg.checkpoint, self.state
+        due = force or (c.save_strategy == "steps" and state.step % c.save_steps == 0) or (
+            c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0)
+        if c.save_strategy == "no" or not due:
+            return
+        metric = (metrics or {}).get(c.metric_for_best_model)
+        path = save_checkpoint(self.accelerator, self.model, self.processor, state, self.out_dir,
+                               config_to_yaml(self.cfg), c.keep_last, c.greater_is_better, metric)
+        print0(self.accelerator, f"saved {path}")
+
+    def finish(self) -> dict:
+        """Collective: last log, eval and checkpoint; the final model; a cross-rank weight check."""
+        from accelerate.utils import gather_object
+
+        state, c = self.state, self.cfg.checkpoint
+        self.maybe_log(force=True)
+        metrics = None
+        if state.last_eval.get("step") != state.step:
+            metrics = self.maybe_evaluate(False, force=True)
+        if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
+            self.maybe_save(False, metrics or state.last_eval or None, force=True)
+        digests = gather_object([param_digest(self.accelerator.unwrap_model(self.model))])  # collective
+        summary = {"world_size": self.accelerator.num_processes, "steps": state.step, "param_digests": digests,
+                   "ranks_identical": len(set(digests)) == 1, "last_eval": state.last_eval}
+        state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
+        if self.is_main:
+            self._write_final(state, state_dict)
+            (self.out_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+        self.tracker.finish()
+        self.accelerator.wait_for_everyone()
+        if not summary["ranks_identical"]:
+            raise RuntimeError(f"ranks ended with different weights: {digests}")
+        return summary
+
+    def _write_final(self, state: TrainState, state_dict: dict) -> None:
+        """final/: the best checkpoint's model when asked for (and known), else the last."""
+        final = self.out_dir / "final"
+        best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
+        source = self.out_dir / best / "model" if best and (self.out_dir / best / "model").is_dir() else None
+        tmp = self.out_dir / ".tmp-final"
+        shutil.rmtree(tmp, ignore_errors=True)
+        if source is not None:
+            shutil.copytree(source, tmp)
+        else:
+            unwrapped = self.accelerator.unwrap_model(self.model)
+            unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
+            self.processor.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        tmp.rename(final)
+
+    def _progress_bar(self):
+        from tqdm import tqdm
+
+        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
+                    disable=not self.is_main, dynamic_ncols=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mwc_dist.train", description="Train Whisper on shards (run under accelerate launch for many processes).")
+    parser.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 data.shard_dir=shards/demo")
+    args = parser.parse_args(argv)
+    cfg = load_config(args.config, args.overrides)
+    for note in cfg.notes:
+        print(f"note: {note}", file=sys.stderr)
+    trainer = Trainer(cfg)
+    trainer.setup()
+    trainer.train()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
