@@ -1,0 +1,118 @@
+"""Real multi-process training on CPU: `accelerate launch` with 2 gloo processes.
+
+Proves: world size 2, identical weights on both ranks, disjoint data with equal steps, rank-0-only
+files, interrupt-and-resume equal to uninterrupted (mid-epoch and across an epoch boundary), and
+metrics that equal jiwer/sacrebleu recomputed from predictions.jsonl.
+"""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from mwc_dist.config import DataConfig
+from mwc_dist.data.demo import make_demo_corpus
+from mwc_dist.data.shard import shard_source
+from mwc_dist.metrics import metrics_from_predictions
+
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train")
+    make_demo_corpus(root / "data", count=60, test_fraction=0.1, progress=False)
+    out = root / "shards"
+    shard_source(DataConfig(source=str(root / "data"), max_duration_seconds=10, shard_samples=9), out,
+                 workers=1, progress=False)
+    return out
+
+
+def launch(out_dir: Path, shards: Path, *overrides: str, cwd: Path | None = None) -> dict:
+    """`accelerate launch` 2 CPU processes (ACCELERATE_USE_CPU + --multi_gpu: see ../shared/FACTS.md)."""
+    env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1", PYTHONPATH=str(Path(__file__).parents[2]))
+    cmd = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "mwc_dist.train",
+           f"data.shard_dir={shards}", f"train.output_dir={out_dir}", "model.base_model=tiny-random",
+           "model.language=es", "train.per_device_train_batch_size=4", "train.learning_rate=1e-3",
+           "train.log_every_steps=1", "train.max_steps=8", "train.warmup_steps=2", "data.num_workers=2",
+           "checkpoint.save_strategy=steps", "checkpoint.save_steps=3", "checkpoint.keep_last=5",
+           "train.eval_steps=4", "train.eval_max_samples=6", "train.per_device_eval_batch_size=2",
+           "train.generation_max_length=20", *overrides]
+    proc = subprocess.run(cmd, env=env, cwd=cwd or out_dir.parent, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    return json.loads((out_dir / "run_summary.json").read_text())
+
+
+def losses(out_dir: Path) -> dict[int, float]:
+    rows = [json.loads(line) for line in (out_dir / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["loss"] for r in rows if "loss" in r}
+
+
+@pytest.fixture(scope="module")
+def straight(shards, tmp_path_factory):
+    base = tmp_path_factory.mktemp("straight")
+    cwd = base / "cwd"
+    cwd.mkdir()
+    out = base / "run"
+    summary = launch(out, shards, cwd=cwd)
+    return out, summary, cwd
+
+
+def test_two_ranks_end_identical(straight):
+    out, summary, _ = straight
+    assert summary["world_size"] == 2  # the FACTS.md trap: a wrong launch silently runs one process
+    assert summary["steps"] == 8
+    assert len(summary["param_digests"]) == 2 and summary["ranks_identical"]
+    steps = losses(out)
+    assert sorted(steps) == list(range(1, 9))
+    assert steps[8] < steps[1]  # it learns
+
+
+def test_only_rank0_writes(straight):
+    out, _, cwd = straight
+    assert list(cwd.iterdir()) == []  # nothing stray in the working directory
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "run_summary.json", "final", "eval",
+                                               "checkpoint-3", "checkpoint-6", "checkpoint-8"}
+    assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-4", "step-8"]
+    for ckpt in ("checkpoint-3", "checkpoint-6", "checkpoint-8"):
+        state = sorted(p.name for p in (out / ckpt / "state").iterdir())
+        assert [s for s in state if s.startswith("random_states")] == ["random_states_0.pkl", "random_states_1.pkl"]
+        trainer_state = json.loads((out / ckpt / "trainer_state.json").read_text())
+        assert trainer_state["world_size"] == 2 and set(trainer_state["data_position"]) == {"0", "1"}
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    assert len(lines) == len({(json.loads(line)["step"], "loss" in line) for line in lines})  # one writer
+
+
+def test_reported_metrics_equal_recomputed(straight):
+    out, _, _ = straight
+    for step_dir in (out / "eval").iterdir():
+        reported = json.loads((step_dir / "metrics.json").read_text())
+        recomputed = metrics_from_predictions(step_dir / "predictions.jsonl", "es")
+        for key in ("wer", "cer", "bleu", "chrf", "raw_wer", "raw_cer", "raw_bleu", "raw_chrf", "num_samples"):
+            assert reported[key] == pytest.approx(recomputed[key], abs=1e-12), key
+        rows = [json.loads(x) for x in (step_dir / "predictions.jsonl").read_text().splitlines()]
+        assert len(rows) == len({r["key"] for r in rows}) == 6  # each eval sample exactly once
+
+
+def test_resume_equals_uninterrupted(straight, shards, tmp_path):
+    out, _, _ = straight
+    trainer_state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert trainer_state["epoch_step"] == 3 and trainer_state["epoch"] == 0  # mid-epoch
+    assert json.loads((out / "checkpoint-8" / "trainer_state.json").read_text())["epoch"] >= 1  # crosses an epoch
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")  # as if the run had stopped after step 3
+    summary = launch(resumed, shards, "checkpoint.resume_from_checkpoint=latest")
+    assert summary["ranks_identical"] and summary["steps"] == 8
+    want, got = losses(out), losses(resumed)
+    assert sorted(got) == [4, 5, 6, 7, 8]
+    assert all(got[s] == want[s] for s in got), (want, got)  # bit-identical losses
+    a = load_file(out / "final" / "model.safetensors")
+    b = load_file(resumed / "final" / "model.safetensors")
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
