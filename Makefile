@@ -1,4 +1,4 @@
-# make demo  — the main job end to end on the embedded default (espeak-ng corpus -> shards)
+# make demo  — the main job end to end on the embedded default (espeak-ng corpus -> shards -> 2-process training -> eval)
 # make test  — the test suite
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
 # extras, and the Debian packages that are missing (espeak-ng).
@@ -29,7 +29,11 @@ setup: $(VENV)/.installed sysdeps
 demo: setup
 	$(VENV)/bin/mwc demo-data --out $(DEMO_DIR)/data
 	$(VENV)/bin/mwc shard --source $(DEMO_DIR)/data --out $(DEMO_DIR)/shards --config configs/demo.yaml
-	@echo "demo shards, manifests and quarantine report: $(DEMO_DIR)/shards"
+	PATH=$(abspath $(VENV))/bin:$$PATH launch/train.sh cpu configs/tiny_cpu.yaml \
+	  data.shard_dir=$(DEMO_DIR)/shards train.output_dir=$(DEMO_DIR)/runs/tiny
+	$(VENV)/bin/mwc eval --model $(DEMO_DIR)/runs/tiny/final --data $(DEMO_DIR)/shards --split test --limit 64 \
+	  --language es --max-length 40 --out $(DEMO_DIR)/runs/tiny/eval-test
+	@echo "shards: $(DEMO_DIR)/shards   run: $(DEMO_DIR)/runs/tiny (metrics.jsonl, eval/, final/)   test eval: $(DEMO_DIR)/runs/tiny/eval-test"
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

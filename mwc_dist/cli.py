@@ -3,6 +3,8 @@
     mwc demo-data --out demo_output/data
     mwc shard --source demo_output/data --out shards/demo
     mwc shard --config configs/default.yaml data.max_duration_seconds=20 --job-index 0 --num-jobs 4
+    mwc train --config configs/tiny_cpu.yaml
+    mwc eval --model runs/tiny/final --data shards/demo --out runs/tiny/eval-test --split test
 """
 
 from __future__ import annotations
@@ -55,6 +57,23 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from mwc_dist.train import Trainer
+
+    trainer = Trainer(_load_config(args))
+    trainer.setup()
+    trainer.train()
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from mwc_dist.evaluate import run_eval
+
+    run_eval(args.model, args.data, args.out, split=args.split, language=args.language, task=args.task,
+             batch_size=args.batch_size, max_length=args.max_length, limit=args.limit, num_beams=args.num_beams)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwc",
@@ -102,6 +121,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="parallel espeak/encode processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo_data)
+
+    p = sub.add_parser(
+        "train",
+        help="train on shards in this process (for many processes: accelerate launch -m mwc_dist.train)",
+        description="Train Whisper on WebDataset shards with the Accelerate loop. For several processes or GPUs use "
+                    "`accelerate launch -m mwc_dist.train --config FILE` or launch/train.sh.",
+    )
+    p.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP.replace("data.max_duration_seconds=20", "train.max_steps=100"))
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model folder on a shard folder (WER, CER, BLEU, chrF)",
+        description="Greedy (or beam) transcription of a shard split; writes OUT/predictions.jsonl and OUT/metrics.json. "
+                    "Under `accelerate launch -m mwc_dist.cli eval ...` the samples are split across processes.",
+    )
+    p.add_argument("--model", required=True, help="a Hugging Face Whisper folder (a run's final/, a checkpoint's model/, an import)")
+    p.add_argument("--data", required=True, help="shard folder with <split>.manifest.json (from `mwc shard`)")
+    p.add_argument("--out", required=True, help="folder for predictions.jsonl and metrics.json")
+    p.add_argument("--split", default="validation", choices=["train", "validation", "test"], help="which split (default validation)")
+    p.add_argument("--language", default=None, help="language to force when a sample names none (e.g. es, spanish)")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task (default transcribe)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
+    p.add_argument("--max-length", type=int, default=128, help="most new tokens per clip (default 128)")
+    p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (default: all)")
+    p.add_argument("--num-beams", type=int, default=1, help="beam size; 1 = greedy (default)")
+    p.set_defaults(fn=cmd_eval)
     return parser
 
 
@@ -113,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, SourceError, ShardError) as exc:
+    except (ConfigError, SourceError, ShardError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 

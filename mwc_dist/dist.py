@@ -42,12 +42,20 @@ def build_accelerator(cfg: Config, timeout_s: int = 1800):
     backend = "gloo" if use_cpu and distributed else None
     kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=timeout_s))]
     trackers = list(cfg.tracking.report_to)
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None, kwargs_handlers=kwargs,
         project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs
+        raise RuntimeError(
+            f"the launcher started {launched} processes but this one sees a world of {accelerator.num_processes}. "
+            "On a machine without GPUs run `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu ...` "
+            "(see accelerate_configs/README.md)."
+        )
+    return accelerator
 
 
 def seed_everything(seed: int) -> None:

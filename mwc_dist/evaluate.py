@@ -10,6 +10,7 @@ process writes ``predictions.jsonl`` and ``metrics.json``. Metrics come from mwc
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -21,6 +22,18 @@ import torch
 from mwc_dist.audio.features import LogMel
 from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
 from mwc_dist.metrics import compute_metrics
+
+
+@contextlib.contextmanager
+def _quiet_transformers():
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 @torch.no_grad()
@@ -36,7 +49,8 @@ def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, lan
         kwargs["language"] = languages.pop()
     elif languages:  # a mixed-language batch: one forced language per row
         kwargs["language"] = [lang or language for lang in batch["languages"]]
-    ids = model.generate(input_features=features, **kwargs)
+    with _quiet_transformers():  # Whisper's generate warns about its own logits processors on every call
+        ids = model.generate(input_features=features, **kwargs)
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
