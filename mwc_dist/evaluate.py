@@ -40,7 +40,8 @@ def _quiet_transformers():
 def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, language: str | None, task: str,
                    max_length: int, num_beams: int = 1) -> list[str]:
     device = next(model.parameters()).device
-    features = log_mel(batch["audio"].to(device)).to(next(model.parameters()).dtype)
+    dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
+    features = log_mel(batch["audio"].to(device)).to(dtype if dtype.is_floating_point else torch.float32)
     languages = {lang for lang in batch["languages"] if lang} or ({language} if language else set())
     prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     max_new = min(max_length, model.config.max_target_positions - prompt)

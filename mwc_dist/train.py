@@ -26,6 +26,7 @@ from mwc_dist.config import Config, config_to_yaml, load_config
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
 from mwc_dist.dist import build_accelerator, print0, seed_everything
 from mwc_dist.evaluate import evaluate
+from mwc_dist.losses import distillation_loss
 from mwc_dist.models.build import build_model, window_seconds
 from mwc_dist.tracking import build_tracker
 
@@ -36,6 +37,28 @@ def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None
     if freeze_embeddings:
         model.model.decoder.embed_tokens.requires_grad_(False)
         model.model.decoder.embed_positions.requires_grad_(False)
+
+
+def build_teacher(cfg: Config, student, device):
+    """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation."""
+    if not cfg.model.use_distillation:
+        return None, False
+    from mwc_dist.config import ModelConfig
+
+    teacher, _ = build_model(ModelConfig(base_model=cfg.model.teacher_model), seed=cfg.train.seed)
+    teacher.requires_grad_(False).eval().to(device)
+    s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
+    if s_vocab != t_vocab:
+        raise ValueError(f"model.teacher_model {cfg.model.teacher_model!r} has a vocabulary of {t_vocab} tokens but the "
+                         f"student has {s_vocab}: distillation needs the same tokenizer")
+    student_encoder = student.get_encoder()
+    share = cfg.train.freeze_encoder and _same_weights(student_encoder, teacher.get_encoder())
+    return teacher, share
+
+
+def _same_weights(a, b) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
 
 
 def param_digest(model) -> str:
@@ -58,11 +81,14 @@ class Trainer:
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
-        model, self.processor = build_model(cfg.model, seed=cfg.train.seed)
+        model, self.processor = build_model(cfg.model, seed=cfg.train.seed, device=self.device,
+                                            gradient_checkpointing=cfg.train.gradient_checkpointing)
+        self.base_dir = model.mwc_base_dir
         apply_freezing(model, cfg.train.freeze_encoder, cfg.train.freeze_embeddings)
-        if cfg.train.gradient_checkpointing:
+        if cfg.train.gradient_checkpointing and not cfg.model.use_4bit_quantization:  # QLoRA prepares its own
             model.gradient_checkpointing_enable()
             model.config.use_cache = False
+        self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
         fe = self.processor.feature_extractor
         self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
         self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
@@ -142,7 +168,7 @@ class Trainer:
             print0(self.accelerator, f"world size changed ({state.world_size} -> {self.accelerator.num_processes}): "
                                      f"epoch {state.epoch} restarts its data order")
         position = state.data_position.get(rank, 0) if same_world else 0
-        self.window = {"loss": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+        self.window = self._new_window()
         progress = self._progress_bar()
         while state.step < self.total_steps:
             steps = self.steps_in_epoch(state.epoch)
@@ -173,12 +199,35 @@ class Trainer:
         progress.close()
         return self.finish()
 
+    @staticmethod
+    def _new_window() -> dict:
+        return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+
+    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor):
+        """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher."""
+        if self.teacher is None:
+            out = self.model(input_features=features, labels=labels)
+            return out.loss, out.loss, None
+        m = self.cfg.model
+        if self.share_encoder:  # the student's frozen encoder is the teacher's: run it once for both
+            with torch.no_grad():
+                encoded = self.accelerator.unwrap_model(self.model).get_encoder()(features)
+            out = self.model(encoder_outputs=encoded, labels=labels)
+            with torch.no_grad():
+                teacher_logits = self.teacher(encoder_outputs=encoded, labels=labels).logits
+        else:
+            out = self.model(input_features=features, labels=labels)
+            with torch.no_grad():
+                teacher_logits = self.teacher(input_features=features, labels=labels).logits
+        return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
+
     def train_step(self, batch: dict) -> None:
         features = self.log_mel(batch["audio"].to(self.device))  # [B, n_mels, frames], on the device
         if self.spec_augment is not None:
             features = self.spec_augment(features)
-        out = self.model(input_features=features, labels=batch["labels"].to(self.device))
-        self.accelerator.backward(out.loss)
+        labels = batch["labels"].to(self.device)
+        loss, ce, kl = self.compute_loss(features, labels)
+        self.accelerator.backward(loss)
         if self.accelerator.sync_gradients:
             self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.optimizer.step()
@@ -186,7 +235,9 @@ class Trainer:
             self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         w = self.window
-        w["loss"] += out.loss.detach().float().item()
+        w["loss"] += loss.detach().float().item()
+        w["ce"] += ce.detach().float().item()
+        w["kl"] += kl.detach().float().item() if kl is not None else 0.0
         w["micro"] += 1
         w["samples"] += len(batch["keys"])
         w["seconds"] += batch["seconds"]
@@ -199,7 +250,8 @@ class Trainer:
             return
         if w["micro"] == 0:
             return
-        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"]], dtype=torch.float64, device=self.device)
+        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"]],
+                              dtype=torch.float64, device=self.device)
         totals = self.accelerator.reduce(totals, reduction="sum")  # collective
         elapsed = time.perf_counter() - w["start"]
         state.samples_seen += int(totals[2])
@@ -211,8 +263,10 @@ class Trainer:
             "samples_per_s": float(totals[2]) / elapsed, "audio_s_per_s": float(totals[3]) / elapsed,
             "samples_seen": state.samples_seen,
         }
+        if self.teacher is not None:
+            metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
         self.tracker.log(metrics, step=state.step)
-        self.window = {"loss": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+        self.window = self._new_window()
 
     def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
         """Collective: all ranks generate for their share of the eval set."""
@@ -269,16 +323,27 @@ class Trainer:
         return summary
 
     def _write_final(self, state: TrainState, state_dict: dict) -> None:
-        """final/: the best checkpoint's model when asked for (and known), else the last."""
-        final = self.out_dir / "final"
+        """final/: the best checkpoint's model when asked for (and known), else the last; LoRA merged into it."""
+        from mwc_dist.models.lora import check_adapter, is_peft, merge_to_full
+
+        final, tmp = self.out_dir / "final", self.out_dir / ".tmp-final"
         best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
         source = self.out_dir / best / "model" if best and (self.out_dir / best / "model").is_dir() else None
-        tmp = self.out_dir / ".tmp-final"
         shutil.rmtree(tmp, ignore_errors=True)
-        if source is not None:
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if is_peft(unwrapped):
+            adapter = tmp / "adapter"
+            if source is not None:
+                shutil.copytree(source, adapter)
+            else:
+                unwrapped.save_pretrained(adapter, state_dict=state_dict, safe_serialization=True)
+            check_adapter(adapter)
+            merged = merge_to_full(self.base_dir, adapter, self.cfg.model, self.cfg.model.use_4bit_quantization)
+            merged.save_pretrained(tmp, safe_serialization=True)
+            self.processor.save_pretrained(tmp)
+        elif source is not None:
             shutil.copytree(source, tmp)
         else:
-            unwrapped = self.accelerator.unwrap_model(self.model)
             unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
             self.processor.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)

@@ -36,3 +36,17 @@ def speech() -> tuple[np.ndarray, int]:
 @pytest.fixture(scope="session")
 def sentences() -> list[tuple[str, np.ndarray, int]]:
     return [(text, *espeak(text)) for text in SPANISH]
+
+
+@pytest.fixture(scope="session")
+def demo_shards(tmp_path_factory):
+    """Shards of 60 espeak utterances (max 10 s, 9 samples per shard): train, validation and test splits."""
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.demo import make_demo_corpus
+    from mwc_dist.data.shard import shard_source
+
+    root = tmp_path_factory.mktemp("demo_shards")
+    make_demo_corpus(root / "data", count=60, test_fraction=0.1, progress=False)
+    shard_source(DataConfig(source=str(root / "data"), max_duration_seconds=10, shard_samples=9), root / "shards",
+                 workers=1, progress=False)
+    return root / "shards"

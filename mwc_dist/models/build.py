@@ -81,19 +81,73 @@ def _from_pretrained(location: str):
     return model, processor
 
 
-def build_model(cfg: ModelConfig, seed: int = 0):
-    """(model, processor) for ``cfg.base_model``: a preset name, a local folder, or a hub name."""
+def materialize_preset(name: str, seed: int) -> Path:
+    """A preset's weights as a folder (deterministic per name and seed), for loaders that need one."""
+    import os
+    import shutil
+    import tempfile
+
+    from mwc_dist.models.tokenizer import cache_dir
+
+    out = cache_dir() / "presets" / f"{name}-seed{seed}"
+    if not (out / "config.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        model, processor = _from_preset(name, seed)
+        tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+        model.save_pretrained(tmp, safe_serialization=True)
+        processor.save_pretrained(tmp)
+        try:
+            os.replace(tmp, out)
+        except OSError:  # another rank wrote it first: identical content
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _base(cfg: ModelConfig, seed: int):
     name = cfg.base_model
     if name in PRESETS:
-        model, processor = _from_preset(name, seed)
-    elif Path(name).is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", name):
+        return _from_preset(name, seed)
+    if Path(name).is_dir() or re.fullmatch(r"[\w.-]+/[\w.-]+", name):
         try:
-            model, processor = _from_pretrained(name)
+            return _from_pretrained(name)
         except OSError as exc:
             raise ValueError(
                 f"model.base_model {name!r}: cannot load it ({exc}). Offline, use a local folder "
                 f"(e.g. from `mwc import-ct2`) or a preset: {', '.join(PRESETS)}"
             ) from None
+    raise ValueError(f"model.base_model {name!r}: not a folder, hub name or preset ({', '.join(PRESETS)})")
+
+
+def build_model(cfg: ModelConfig, seed: int = 0, device="cpu", gradient_checkpointing: bool = False):
+    """(model, processor) for ``cfg.base_model`` (a preset, a local folder or a hub name), with LoRA/QLoRA if asked.
+
+    The model carries ``mwc_base_dir``: the folder of its base weights (what an adapter merges into).
+    """
+    from mwc_dist.models.lora import add_lora, load_quantized
+
+    if cfg.use_4bit_quantization:
+        base_dir = materialize_preset(cfg.base_model, seed) if cfg.base_model in PRESETS else cfg.base_model
+        model = load_quantized(base_dir, cfg, device)
+        processor = _processor_for(base_dir, model)
+        model = add_lora(model, cfg, quantized=True, gradient_checkpointing=gradient_checkpointing)
     else:
-        raise ValueError(f"model.base_model {name!r}: not a folder, hub name or preset ({', '.join(PRESETS)})")
+        model, processor = _base(cfg, seed)
+        base_dir = cfg.base_model
+        if cfg.use_lora:
+            if cfg.base_model in PRESETS:
+                base_dir = materialize_preset(cfg.base_model, seed)
+            model = add_lora(model, cfg, quantized=False)
+    model.mwc_base_dir = str(base_dir)
+    if hasattr(model, "peft_config"):  # adapters name the base they belong to
+        for adapter in model.peft_config.values():
+            adapter.base_model_name_or_path = str(base_dir)
     return model, processor
+
+
+def _processor_for(model_dir, model):
+    from transformers import WhisperProcessor
+
+    try:
+        return WhisperProcessor.from_pretrained(model_dir)
+    except (OSError, ValueError):
+        return build_processor(model.config)

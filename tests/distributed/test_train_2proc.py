@@ -15,22 +15,14 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from mwc_dist.config import DataConfig
-from mwc_dist.data.demo import make_demo_corpus
-from mwc_dist.data.shard import shard_source
 from mwc_dist.metrics import metrics_from_predictions
 
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 @pytest.fixture(scope="module")
-def shards(tmp_path_factory):
-    root = tmp_path_factory.mktemp("train")
-    make_demo_corpus(root / "data", count=60, test_fraction=0.1, progress=False)
-    out = root / "shards"
-    shard_source(DataConfig(source=str(root / "data"), max_duration_seconds=10, shard_samples=9), out,
-                 workers=1, progress=False)
-    return out
+def shards(demo_shards):
+    return demo_shards
 
 
 def launch(out_dir: Path, shards: Path, *overrides: str, cwd: Path | None = None) -> dict:
@@ -116,3 +108,20 @@ def test_resume_equals_uninterrupted(straight, shards, tmp_path):
     a = load_file(out / "final" / "model.safetensors")
     b = load_file(resumed / "final" / "model.safetensors")
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_qlora_with_distillation_on_two_ranks(shards, tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    out = tmp_path / "qlora_kd"
+    summary = launch(out, shards, "model.use_4bit_quantization=true", "model.bnb_4bit_compute_dtype=float32",
+                     "model.use_distillation=true", "model.teacher_model=tiny-random", "model.lora_r=4",
+                     "train.max_steps=4", "train.eval_steps=-1", "checkpoint.save_steps=2")
+    assert summary["world_size"] == 2 and summary["ranks_identical"]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all("kl" in r and "ce" in r for r in rows if "loss" in r)
+    adapter = out / "checkpoint-4" / "model"
+    assert (adapter / "adapter_config.json").is_file() and (adapter / "adapter_model.safetensors").stat().st_size > 1000
+    merged = WhisperForConditionalGeneration.from_pretrained(out / "final")  # a plain float32 model
+    assert "quantization_config" not in json.loads((out / "final" / "config.json").read_text())
+    assert merged.model.encoder.layers[0].self_attn.q_proj.weight.dtype.is_floating_point

@@ -107,3 +107,11 @@ def test_bad_yaml_names_the_file(tmp_path):
         load_config(path)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_bare_no_stays_a_string(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("checkpoint:\n  save_strategy: no\ntrain:\n  mixed_precision: no\n")
+    cfg = load_config(path)
+    assert cfg.checkpoint.save_strategy == "no" and cfg.train.mixed_precision == "no"
+    assert load_config(None, ["checkpoint.save_strategy=no"]).checkpoint.save_strategy == "no"
