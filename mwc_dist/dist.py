@@ -42,12 +42,24 @@ def build_accelerator(cfg: Config, timeout_s: int = 1800):
     backend = "gloo" if use_cpu and distributed else None
     kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=timeout_s))]
     trackers = list(cfg.tracking.report_to)
+    # a DeepSpeed config file leaves these "auto": they come from the mwc config
+    for var, value in (("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", cfg.train.gradient_accumulation_steps),
+                       ("ACCELERATE_GRADIENT_CLIPPING", cfg.train.max_grad_norm)):
+        if os.environ.get(var) == "auto":
+            os.environ[var] = str(value)
+    deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     accelerator = Accelerator(
-        cpu=use_cpu, mixed_precision=cfg.train.mixed_precision,
+        cpu=use_cpu and not deepspeed,  # cpu=True would silently replace DeepSpeed with plain MULTI_CPU mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None, kwargs_handlers=kwargs,
         project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
     )
+    plugin = accelerator.state.deepspeed_plugin
+    if plugin is not None:  # we stream our own batches, so DeepSpeed cannot infer the micro-batch size
+        ds = plugin.deepspeed_config
+        ds["train_micro_batch_size_per_gpu"] = cfg.train.per_device_train_batch_size
+        ds["train_batch_size"] = (cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps
+                                  * accelerator.num_processes)
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs
         raise RuntimeError(

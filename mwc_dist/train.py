@@ -39,6 +39,17 @@ def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None
         model.model.decoder.embed_positions.requires_grad_(False)
 
 
+def check_combination(cfg: Config, accelerator) -> None:
+    """Refuse, before any work, the engine x method combinations that do not work (docs/TRAINING_MATRIX.md)."""
+    plugin = accelerator.state.deepspeed_plugin
+    stage = plugin.zero_stage if plugin is not None else None
+    if stage == 3 and (cfg.model.use_lora or cfg.model.use_4bit_quantization):
+        kind = "QLoRA" if cfg.model.use_4bit_quantization else "LoRA"
+        raise ValueError(f"{kind} under DeepSpeed ZeRO-3 is not supported: ZeRO-3 partitions the frozen base weights "
+                         f"(bitsandbytes' 4-bit weights cannot be partitioned, and saving the adapter deadlocks). "
+                         f"Use accelerate_configs/zero2.yaml or plain DDP: only the small adapter trains anyway.")
+
+
 def build_teacher(cfg: Config, student, device):
     """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation."""
     if not cfg.model.use_distillation:
@@ -80,6 +91,7 @@ class Trainer:
         self.accelerator = build_accelerator(cfg)
         self.is_main = self.accelerator.is_main_process
         self.device = self.accelerator.device
+        check_combination(cfg, self.accelerator)
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
         model, self.processor = build_model(cfg.model, seed=cfg.train.seed, device=self.device,
                                             gradient_checkpointing=cfg.train.gradient_checkpointing)
@@ -309,7 +321,7 @@ class Trainer:
             metrics = self.maybe_evaluate(False, force=True)
         if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
             self.maybe_save(False, metrics or state.last_eval or None, force=True)
-        digests = gather_object([param_digest(self.accelerator.unwrap_model(self.model))])  # collective
+        digests = gather_object([self._digest()])  # collective
         summary = {"world_size": self.accelerator.num_processes, "steps": state.step, "param_digests": digests,
                    "ranks_identical": len(set(digests)) == 1, "last_eval": state.last_eval}
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
@@ -321,6 +333,17 @@ class Trainer:
         if not summary["ranks_identical"]:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
         return summary
+
+    def _digest(self) -> str:
+        """Hash of this rank's full weights (under ZeRO-3 gathered first: collective)."""
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is not None and plugin.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(unwrapped.parameters()), modifier_rank=None):
+                return param_digest(unwrapped)
+        return param_digest(unwrapped)
 
     def _write_final(self, state: TrainState, state_dict: dict) -> None:
         """final/: the best checkpoint's model when asked for (and known), else the last; LoRA merged into it."""
