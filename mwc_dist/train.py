@@ -98,7 +98,7 @@ class Trainer:
         self.base_dir = model.mwc_base_dir
         apply_freezing(model, cfg.train.freeze_encoder, cfg.train.freeze_embeddings)
         if cfg.train.gradient_checkpointing and not cfg.model.use_4bit_quantization:  # QLoRA prepares its own
-            model.gradient_checkpointing_enable()
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
         fe = self.processor.feature_extractor

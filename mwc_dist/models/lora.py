@@ -51,7 +51,8 @@ def add_lora(model, cfg: ModelConfig, quantized: bool, gradient_checkpointing: b
     except ImportError:
         raise ImportError("LoRA needs peft: pip install 'mwc-dist[qlora]'") from None
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing)
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
                       target_modules=list(cfg.lora_target_modules), bias="none")
     return get_peft_model(model, lora)
