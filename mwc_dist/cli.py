@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -93,6 +94,43 @@ def cmd_make_student(args: argparse.Namespace) -> int:
     out, ids = make_student_folder(args.teacher, args.decoder_layers, args.out)
     print(f"wrote {out}: the teacher's encoder and its decoder layers {ids}")
     return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from mwc_dist.export import ExportError, clips_from_shards, export_model
+
+    clips = refs = None
+    language = args.language
+    if args.check_data:
+        clips, refs, shard_language = clips_from_shards(args.check_data, args.check_split, args.check_clips)
+        language = language or shard_language
+    try:
+        report = export_model(args.model, args.out, [f.strip() for f in args.formats.split(",") if f.strip()],
+                              opset=args.opset, optimize=args.optimize, ct2_quantization=args.ct2_quantization,
+                              clips=clips, references=refs, language=language, task=args.task)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def cmd_transcribe(args: argparse.Namespace) -> int:
+    from mwc_dist.audio.decode import AudioError, load_audio
+    from mwc_dist.inference import format_output, load_backend, transcribe
+
+    backend = load_backend(args.backend, args.model, compute_type=args.compute_type)
+    results, failed = {}, 0
+    for path in args.audio:
+        try:
+            wave = load_audio(path, normalize=True)
+        except AudioError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens)
+    print(format_output(results, args.format))
+    return 1 if failed else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +233,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--decoder-layers", type=int, required=True, help="decoder layers the student keeps (e.g. 2)")
     p.add_argument("--out", required=True, help="output folder for the student")
     p.set_defaults(fn=cmd_make_student)
+
+    p = sub.add_parser(
+        "export",
+        help="export a model to SafeTensors, PyTorch, ONNX and CTranslate2, with parity checks",
+        description="Write OUT/safetensors (with MODEL_CARD.md), OUT/pytorch, OUT/onnx (optimum) and OUT/ct2 "
+                    "(faster-whisper). With --check-data, ONNX Runtime and CTranslate2 are compared with PyTorch on real "
+                    "clips (token ids, encoder difference); a failed check fails the export. Results in OUT/parity.json.",
+    )
+    p.add_argument("--model", required=True, help="a Hugging Face Whisper folder (e.g. a run's final/)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--formats", default="safetensors,pytorch,onnx,ct2", help="comma-separated: safetensors, pytorch, onnx, ct2")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--optimize", action="store_true", help="also run ONNX Runtime's graph optimiser on the ONNX export")
+    p.add_argument("--ct2-quantization", default="float32", choices=["float32", "float16", "int8", "int8_float32"],
+                   help="CTranslate2 weight type (default float32: token-identical to PyTorch)")
+    p.add_argument("--check-data", help="shard folder whose clips the parity check transcribes (recommended)")
+    p.add_argument("--check-split", default="test", help="split of --check-data to take clips from (default test)")
+    p.add_argument("--check-clips", type=int, default=8, help="number of clips for the parity check (default 8)")
+    p.add_argument("--language", default=None, help="language for the parity check (default: the clips' own)")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
+    p.set_defaults(fn=cmd_export)
+
+    p = sub.add_parser(
+        "transcribe",
+        help="transcribe audio files with a model folder, an ONNX export or a CTranslate2 export",
+        description="Decode each file (any of the seven formats), cut long audio into the model's 30-s windows, and "
+                    "print the transcript as text, JSON or SRT.",
+    )
+    p.add_argument("model", help="model folder: HF (pytorch), optimum ONNX export (onnx) or CTranslate2 export (ct2)")
+    p.add_argument("audio", nargs="+", help="audio files (WAV, MP3, FLAC, OGG, Opus, M4A, AAC, WMA)")
+    p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx", "ct2"], help="inference engine (default pytorch)")
+    p.add_argument("--language", default=None, help="language code or name (e.g. es); default: the model detects it")
+    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
+    p.add_argument("--format", default="text", choices=["text", "json", "srt"], help="output format (default text)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per 30-s window (default 128)")
+    p.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as saved)")
+    p.set_defaults(fn=cmd_transcribe)
     return parser
 
 

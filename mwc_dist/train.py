@@ -328,6 +328,7 @@ class Trainer:
         if self.is_main:
             self._write_final(state, state_dict)
             (self.out_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+            self._export()
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         if not summary["ranks_identical"]:
@@ -371,6 +372,23 @@ class Trainer:
             self.processor.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         tmp.rename(final)
+
+    def _export(self) -> None:
+        """Rank 0: the formats the config's export section asks for, checked on validation clips."""
+        from mwc_dist.export import clips_from_shards, export_model
+
+        e = self.cfg.export
+        formats = [f for f, on in (("safetensors", e.export_safetensors), ("pytorch", e.export_pytorch),
+                                   ("onnx", e.export_onnx), ("ct2", e.export_ct2)) if on]
+        if formats == ["safetensors"] or not formats:  # final/ already is the SafeTensors export
+            return
+        clips, refs, language = [], None, self.cfg.model.language
+        if self.eval_shards is not None:
+            clips, refs, _ = clips_from_shards(self.cfg.data.shard_dir, self.cfg.data.eval_split, 4)
+        out = Path(e.output_dir) if e.output_dir else self.out_dir / "exports"
+        export_model(self.out_dir / "final", out, formats, opset=e.onnx_opset_version, optimize=e.onnx_optimize,
+                     clips=clips or None, references=refs, language=language, task=self.cfg.model.task)
+        print(f"exports: {out} ({', '.join(formats)}; parity in {out / 'parity.json'})", flush=True)
 
     def _progress_bar(self):
         from tqdm import tqdm

@@ -1,0 +1,188 @@
+"""``mwc export``: SafeTensors, PyTorch, ONNX (optimum) and CTranslate2 exports, each checked against the model.
+
+    mwc export --model runs/x/final --out exports/x --formats safetensors,pytorch,onnx,ct2 \
+               --check-data shards/demo --language es
+
+Layout: ``OUT/safetensors/`` (weights, configs, processor, MODEL_CARD.md), ``OUT/pytorch/``
+(pytorch_model.bin), ``OUT/onnx/`` (encoder, decoder, decoder with past; optionally ORT-optimised),
+``OUT/ct2/`` (model.bin + tokenizer for faster-whisper), ``OUT/parity.json``.
+
+Parity, every export: greedy token ids of ONNX Runtime and CTranslate2 against PyTorch on real clips,
+and the encoder's max-abs difference. float32 exports must give identical ids; int8/float16
+CTranslate2 may differ by at most one WER point (against the references, or PyTorch's own output when
+there are none). A failed check raises ``ExportError`` naming the format; the numbers are in parity.json.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("safetensors", "pytorch", "onnx", "ct2")
+ENCODER_TOLERANCE = {"float32": 1e-3, "float16": 5e-2, "int8": 5e-1}
+
+
+class ExportError(RuntimeError):
+    pass
+
+
+def _save_hf(model_dir: Path, out: Path, safe: bool) -> None:
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    model = WhisperForConditionalGeneration.from_pretrained(model_dir)
+    model.save_pretrained(out, safe_serialization=safe)
+    WhisperProcessor.from_pretrained(model_dir).save_pretrained(out)
+
+
+def model_card(model_dir: Path, metrics: dict | None, train_hours: float | None, config_yaml: str | None) -> str:
+    lines = [f"# {model_dir.name}", "", "A Whisper model trained with mwc-dist.", ""]
+    if metrics:
+        lines += ["## Evaluation (measured on the held-out set)", "", "| metric | value |", "| --- | --- |"]
+        for key in ("wer", "cer", "bleu", "chrf", "raw_wer", "raw_cer", "num_samples"):
+            if key in metrics:
+                value = metrics[key]
+                lines.append(f"| {key} | {value:.4f} |" if isinstance(value, float) else f"| {key} | {value} |")
+        lines.append("")
+    if train_hours is not None:
+        lines += [f"Training data: {train_hours:.3f} hours of audio.", ""]
+    lines += ["## Use", "", "```python", "from transformers import pipeline",
+              f'asr = pipeline("automatic-speech-recognition", model="{model_dir.name}")', "```", ""]
+    if config_yaml:
+        lines += ["## Training configuration", "", "```yaml", config_yaml.strip(), "```", ""]
+    return "\n".join(lines)
+
+
+def _run_context(model_dir: Path) -> tuple[dict | None, float | None, str | None]:
+    """Metrics, training hours and config of the run a final/ folder came from, where they exist."""
+    run = model_dir.parent
+    state = run / "run_summary.json"
+    metrics = json.loads(state.read_text()).get("last_eval") if state.is_file() else None
+    config = (run / "config.yaml").read_text() if (run / "config.yaml").is_file() else None
+    hours = None
+    if config:
+        import yaml
+
+        shard_dir = Path(yaml.safe_load(config)["data"]["shard_dir"])
+        manifest = shard_dir / "train.manifest.json"
+        hours = json.loads(manifest.read_text())["hours"] if manifest.is_file() else None
+    return metrics or None, hours, config
+
+
+def export_onnx(model_dir: Path, out: Path, opset: int, optimize: bool) -> None:
+    from optimum.exporters.onnx import main_export
+    from transformers import WhisperConfig
+
+    config = WhisperConfig.from_pretrained(model_dir)
+    main_export(str(model_dir), output=str(out), task="automatic-speech-recognition-with-past", opset=opset,
+                nb_max_frames=2 * config.max_source_positions, do_validation=False)
+    if optimize:
+        from optimum.onnxruntime import ORTModelForSpeechSeq2Seq, ORTOptimizer
+        from optimum.onnxruntime.configuration import OptimizationConfig
+
+        optimizer = ORTOptimizer.from_pretrained(ORTModelForSpeechSeq2Seq.from_pretrained(out))
+        optimized = out.parent / (out.name + "-optimized")
+        optimizer.optimize(save_dir=str(optimized), optimization_config=OptimizationConfig(optimization_level=1))
+        shutil.rmtree(out)
+        optimized.rename(out)
+
+
+def export_ct2(model_dir: Path, out: Path, quantization: str) -> None:
+    import ctranslate2
+
+    ctranslate2.converters.TransformersConverter(str(model_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
+                                                 ).convert(str(out), quantization=quantization, force=True)
+
+
+def check_parity(model_dir: Path, exports: dict[str, tuple[Path, str]], clips: list[np.ndarray], references: list[str] | None,
+                 language: str | None, task: str, max_new_tokens: int = 64) -> dict[str, Any]:
+    """Compare each export's greedy ids and encoder output with PyTorch's; raise ExportError on a failure."""
+    from mwc_dist.inference import load_backend
+    from mwc_dist.metrics import compute_metrics
+
+    reference = load_backend("pytorch", model_dir)
+    features = reference.features(clips)
+    ref_ids = reference.generate(features, language, task, max_new_tokens)
+    ref_enc = reference.encode(features)
+    decode = reference.processor.tokenizer.batch_decode
+    truth = references or decode(ref_ids, skip_special_tokens=True)
+    report: dict[str, Any] = {"clips": len(clips), "language": language,
+                              "pytorch": {"wer": compute_metrics(truth, decode(ref_ids, skip_special_tokens=True), language)["wer"]}}
+    failures = []
+    for name, (path, precision) in exports.items():
+        backend = load_backend("ct2" if name == "ct2" else "onnx", path, compute_type=precision if name == "ct2" else "default")
+        start = time.perf_counter()
+        ids = backend.generate(features, language, task, max_new_tokens)
+        took = time.perf_counter() - start
+        enc_diff = float(np.abs(backend.encode(features) - ref_enc).max())
+        wer = compute_metrics(truth, decode(ids, skip_special_tokens=True), language)["wer"]
+        identical = sum(a == b for a, b in zip(ids, ref_ids))
+        entry = {"precision": precision, "identical_clips": identical, "encoder_max_abs_diff": enc_diff, "wer": wer,
+                 "wer_diff_points": 100 * (wer - report["pytorch"]["wer"]), "decode_seconds": took}
+        if precision == "float32":
+            entry["ok"] = identical == len(clips) and enc_diff <= ENCODER_TOLERANCE["float32"]
+        else:
+            entry["ok"] = abs(entry["wer_diff_points"]) <= 1.0 and enc_diff <= ENCODER_TOLERANCE[precision]
+        report[name] = entry
+        if not entry["ok"]:
+            failures.append(f"{name} ({precision}): {identical}/{len(clips)} clips with PyTorch's tokens, "
+                            f"encoder max-abs diff {enc_diff:.2e}, WER {wer:.3f} vs PyTorch {report['pytorch']['wer']:.3f}")
+    report["ok"] = not failures
+    report["failures"] = failures
+    return report
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, formats: list[str], *, opset: int = 17,
+                 optimize: bool = False, ct2_quantization: str = "float32", clips: list[np.ndarray] | None = None,
+                 references: list[str] | None = None, language: str | None = None, task: str = "transcribe") -> dict:
+    model_dir, out_dir = Path(model_dir), Path(out_dir)
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    if "safetensors" in formats:
+        _save_hf(model_dir, out_dir / "safetensors", safe=True)
+        (out_dir / "safetensors" / "MODEL_CARD.md").write_text(model_card(model_dir, *_run_context(model_dir)))
+        written["safetensors"] = str(out_dir / "safetensors")
+    if "pytorch" in formats:
+        _save_hf(model_dir, out_dir / "pytorch", safe=False)
+        written["pytorch"] = str(out_dir / "pytorch")
+    checks: dict[str, tuple[Path, str]] = {}
+    if "onnx" in formats:
+        export_onnx(model_dir, out_dir / "onnx", opset, optimize)
+        checks["onnx"] = (out_dir / "onnx", "float32")
+    if "ct2" in formats:
+        export_ct2(model_dir, out_dir / "ct2", ct2_quantization)
+        checks["ct2"] = (out_dir / "ct2", ct2_quantization)
+    report: dict[str, Any] = {"formats": written | {k: str(v[0]) for k, v in checks.items()}}
+    if checks and clips:
+        report["parity"] = check_parity(model_dir, checks, clips, references, language, task)
+    (out_dir / "parity.json").write_text(json.dumps(report, indent=2))
+    if report.get("parity") and not report["parity"]["ok"]:
+        raise ExportError("export parity check failed: " + "; ".join(report["parity"]["failures"])
+                          + f" (details in {out_dir / 'parity.json'})")
+    return report
+
+
+def clips_from_shards(shard_dir: str | Path, split: str = "test", limit: int = 8) -> tuple[list[np.ndarray], list[str], str | None]:
+    """The first ``limit`` clips of a shard split (audio, references, language) for parity checks."""
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.stream import decode_flac, load_shard_set
+
+    import webdataset as wds
+
+    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
+    clips, refs, language = [], [], None
+    for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls])):
+        meta = json.loads(sample["json"])
+        clips.append(decode_flac(sample["flac"]))
+        refs.append(meta["text"])
+        language = language or meta.get("language")
+        if len(clips) == limit:
+            break
+    return clips, refs, language

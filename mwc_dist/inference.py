@@ -1,0 +1,188 @@
+"""Greedy transcription through three backends with one interface: PyTorch, ONNX Runtime, CTranslate2.
+
+    mwc transcribe MODEL AUDIO... [--backend pytorch|onnx|ct2] [--language es] [--format text|json|srt]
+
+Every backend takes the same log-mel features (mwc_dist.audio.features.LogMel, equal to Whisper's
+feature extractor) and returns the generated text token ids (prompt and special tokens removed), so
+export parity is a comparison of integer lists. Long audio is cut into windows of the model's length
+(30 s for OpenAI's models) and each window is transcribed on its own.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mwc_dist.audio.features import LogMel
+
+
+def _quiet():
+    from mwc_dist.evaluate import _quiet_transformers
+
+    return _quiet_transformers()
+
+
+class Backend:
+    """Loads a model folder; ``generate(features, language, task, max_new_tokens) -> [[ids]]``."""
+
+    def __init__(self, model_dir: str | Path):
+        from transformers import WhisperProcessor
+
+        self.model_dir = Path(model_dir)
+        self.processor = WhisperProcessor.from_pretrained(self.model_dir)
+        fe = self.processor.feature_extractor
+        self.log_mel = LogMel(fe.feature_size, fe.chunk_length)
+        self.window_samples = fe.n_samples
+        tok = self.processor.tokenizer
+        self.eot = tok.convert_tokens_to_ids("<|endoftext|>")
+        self.multilingual = self.eot == 50257
+
+    def prompt(self, language: str | None, task: str) -> list[int]:
+        tok = self.processor.tokenizer
+        ids = [tok.convert_tokens_to_ids("<|startoftranscript|>")]
+        if self.multilingual:
+            from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+
+            if language:
+                code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+                ids.append(tok.convert_tokens_to_ids(f"<|{code}|>"))
+            ids.append(tok.convert_tokens_to_ids(f"<|{task}|>"))
+        return ids + [tok.convert_tokens_to_ids("<|notimestamps|>")]
+
+    def text_ids(self, ids) -> list[int]:
+        out = []
+        for t in ids:
+            t = int(t)
+            if t == self.eot:
+                break
+            if t < self.eot:
+                out.append(t)
+        return out
+
+    def features(self, waves: list[np.ndarray]) -> torch.Tensor:
+        audio = torch.zeros(len(waves), max(len(w) for w in waves))
+        for i, w in enumerate(waves):
+            audio[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+        return self.log_mel(audio)
+
+    def generate(self, features: torch.Tensor, language: str | None, task: str, max_new_tokens: int) -> list[list[int]]:
+        raise NotImplementedError
+
+    def encode(self, features: torch.Tensor) -> np.ndarray:
+        raise NotImplementedError
+
+
+class PyTorchBackend(Backend):
+    def __init__(self, model_dir):
+        from transformers import WhisperForConditionalGeneration
+
+        super().__init__(model_dir)
+        self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir).eval()
+
+    def _kwargs(self, language, task, max_new_tokens):
+        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1}
+        if self.multilingual:
+            kwargs |= {"task": task} | ({"language": language} if language else {})
+        return kwargs
+
+    @torch.no_grad()
+    def generate(self, features, language, task, max_new_tokens):
+        with _quiet():
+            ids = self.model.generate(input_features=features, **self._kwargs(language, task, max_new_tokens))
+        return [self.text_ids(row) for row in ids.tolist()]
+
+    @torch.no_grad()
+    def encode(self, features):
+        return self.model.model.encoder(features).last_hidden_state.numpy()
+
+
+class OnnxBackend(PyTorchBackend):
+    def __init__(self, model_dir):
+        from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
+
+        Backend.__init__(self, model_dir)
+        self.model = ORTModelForSpeechSeq2Seq.from_pretrained(self.model_dir)
+
+    def encode(self, features):
+        out = self.model.encoder.session.run(None, {"input_features": features.numpy()})
+        return out[0]
+
+
+class CT2Backend(Backend):
+    def __init__(self, model_dir, compute_type: str = "default"):
+        import ctranslate2
+
+        super().__init__(model_dir)
+        self.model = ctranslate2.models.Whisper(str(self.model_dir), device="cpu", compute_type=compute_type)
+
+    def generate(self, features, language, task, max_new_tokens):
+        import ctranslate2
+
+        prompt = self.prompt(language, task)
+        # CTranslate2 4.8's Whisper stops at max_length / 2 new tokens (measured), so ask for twice as many
+        results = self.model.generate(ctranslate2.StorageView.from_array(features.numpy()), [prompt] * len(features),
+                                      max_length=2 * max_new_tokens, beam_size=1)
+        return [self.text_ids(r.sequences_ids[0])[:max_new_tokens] for r in results]
+
+    def encode(self, features):
+        import ctranslate2
+
+        return np.array(self.model.encode(ctranslate2.StorageView.from_array(features.numpy())))
+
+
+def load_backend(kind: str, model_dir: str | Path, compute_type: str = "default") -> Backend:
+    if kind == "pytorch":
+        return PyTorchBackend(model_dir)
+    if kind == "onnx":
+        return OnnxBackend(model_dir)
+    if kind == "ct2":
+        return CT2Backend(model_dir, compute_type)
+    raise ValueError(f"backend {kind!r}: choose pytorch, onnx or ct2")
+
+
+@dataclass
+class Segment:
+    start: float
+    end: float
+    text: str
+
+
+def transcribe(backend: Backend, wave: np.ndarray, language: str | None = None, task: str = "transcribe",
+               max_new_tokens: int = 128, batch_size: int = 8) -> list[Segment]:
+    """Cut ``wave`` (16 kHz mono) into model-length windows and transcribe each."""
+    n = backend.window_samples
+    starts = list(range(0, max(len(wave), 1), n))
+    windows = [wave[s : s + n] for s in starts]
+    segments = []
+    for i in range(0, len(windows), batch_size):
+        chunk = windows[i : i + batch_size]
+        ids = backend.generate(backend.features(chunk), language, task, max_new_tokens)
+        for j, row in enumerate(ids):
+            start = starts[i + j] / 16000
+            text = backend.processor.tokenizer.decode(row, skip_special_tokens=True).strip()
+            segments.append(Segment(start, start + len(chunk[j]) / 16000, text))
+    return segments
+
+
+def _srt_time(seconds: float) -> str:
+    ms = int(round(seconds * 1000))
+    return f"{ms // 3600000:02d}:{ms // 60000 % 60:02d}:{ms // 1000 % 60:02d},{ms % 1000:03d}"
+
+
+def format_output(results: dict[str, list[Segment]], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps({path: {"text": " ".join(s.text for s in segs if s.text),
+                                  "segments": [s.__dict__ for s in segs]} for path, segs in results.items()},
+                          ensure_ascii=False, indent=2)
+    if fmt == "srt":
+        blocks = []
+        for segs in results.values():
+            for s in segs:
+                if s.text:
+                    blocks.append(f"{len(blocks) + 1}\n{_srt_time(s.start)} --> {_srt_time(s.end)}\n{s.text}\n")
+        return "\n".join(blocks)
+    return "\n".join(" ".join(s.text for s in segs if s.text) for segs in results.values())

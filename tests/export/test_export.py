@@ -1,0 +1,121 @@
+"""Exports of a tiny trained model: four formats, the ecosystem's loaders, parity on real audio, transcribe."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mwc_dist.export import ExportError, check_parity, clips_from_shards, export_model
+
+FORMATS7 = ["wav", "mp3", "flac", "ogg", "m4a", "aac", "wma"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, demo_shards):
+    from mwc_dist.config import load_config
+    from mwc_dist.train import Trainer
+
+    out = tmp_path_factory.mktemp("trained") / "run"
+    cfg = load_config(None, [f"data.shard_dir={demo_shards}", f"train.output_dir={out}", "data.num_workers=1",
+                             "model.language=es", "train.max_steps=6", "train.learning_rate=2e-3",
+                             "train.eval_steps=-1", "checkpoint.save_strategy=no"])
+    trainer = Trainer(cfg)
+    trainer.setup()
+    trainer.train()
+    return out / "final"
+
+
+@pytest.fixture(scope="module")
+def exported(trained, demo_shards, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exports")
+    clips, refs, language = clips_from_shards(demo_shards, "test", 4)
+    report = export_model(trained, out, ["safetensors", "pytorch", "onnx", "ct2"], clips=clips, references=refs,
+                          language=language)
+    return out, report, clips, language
+
+
+def test_four_formats_load_in_the_ecosystem_with_parity(exported):
+    import ctranslate2
+    from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
+
+    out, report, clips, _ = exported
+    parity = json.loads((out / "parity.json").read_text())["parity"]
+    assert parity["ok"] and parity["clips"] == 4
+    for name in ("onnx", "ct2"):
+        assert parity[name]["identical_clips"] == 4 and parity[name]["encoder_max_abs_diff"] < 1e-3
+    assert (out / "pytorch" / "pytorch_model.bin").is_file() and (out / "safetensors" / "model.safetensors").is_file()
+    a = WhisperForConditionalGeneration.from_pretrained(out / "safetensors").state_dict()
+    b = WhisperForConditionalGeneration.from_pretrained(out / "pytorch").state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    card = (out / "safetensors" / "MODEL_CARD.md").read_text()
+    assert "hours of audio" in card and "## Training configuration" in card
+    processor = WhisperProcessor.from_pretrained(out / "safetensors")
+    asr = pipeline("automatic-speech-recognition", model=str(out / "safetensors"), device="cpu")
+    assert isinstance(asr({"raw": clips[0], "sampling_rate": 16000}, generate_kwargs={"language": "es"})["text"], str)
+    ORTModelForSpeechSeq2Seq.from_pretrained(out / "onnx")
+    ctranslate2.models.Whisper(str(out / "ct2"))
+    assert len(processor.tokenizer) == 51865
+
+
+def test_a_damaged_onnx_file_fails_the_check(exported, trained, tmp_path):
+    import shutil
+
+    import onnx
+    from onnx import numpy_helper
+
+    out, _, clips, language = exported
+    broken = tmp_path / "onnx"
+    shutil.copytree(out / "onnx", broken)
+    model = onnx.load(broken / "encoder_model.onnx")
+    init = max(model.graph.initializer, key=lambda t: np.prod(t.dims))  # the largest weight
+    damaged = numpy_helper.to_array(init) * 0.5
+    init.CopyFrom(numpy_helper.from_array(damaged.astype(np.float32), init.name))
+    onnx.save(model, broken / "encoder_model.onnx")
+    report = check_parity(trained, {"onnx": (broken, "float32")}, clips, None, language, "transcribe")
+    assert not report["ok"] and report["onnx"]["encoder_max_abs_diff"] > 1e-2
+    assert "onnx (float32)" in report["failures"][0]
+
+
+def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tmp_path, sentences):
+    from mwc_dist.audio.encode import write_audio
+
+    out, _, _, _ = exported
+    files = []
+    for n, fmt in enumerate(FORMATS7):
+        text, samples, rate = sentences[n % len(sentences)]
+        files.append(str(write_audio(tmp_path / f"clip.{fmt}", samples, rate)))
+    # one long file: two 10-s windows for this 10-s-window model
+    long = np.concatenate([sentences[0][1]] * 5)
+    files.append(str(write_audio(tmp_path / "long.flac", long, sentences[0][2])))
+    outputs = {}
+    for backend, model in (("pytorch", out / "safetensors"), ("onnx", out / "onnx"), ("ct2", out / "ct2")):
+        proc = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "transcribe", str(model), *files, "--backend", backend,
+                               "--language", "es", "--format", "json", "--max-new-tokens", "12"],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        outputs[backend] = json.loads(proc.stdout[proc.stdout.index("{"):])
+    assert outputs["pytorch"] == outputs["onnx"] == outputs["ct2"]
+    assert len(outputs["pytorch"]) == 8
+    assert len(outputs["pytorch"][files[-1]]["segments"]) == 2  # long audio in windows
+    srt = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "transcribe", str(out / "ct2"), files[-1], "--backend",
+                          "ct2", "--language", "es", "--format", "srt", "--max-new-tokens", "12"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "00:00:00,000 --> 00:00:10,000" in srt
+
+
+def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):
+    clips, refs, language = clips_from_shards(demo_shards, "test", 4)
+    report = export_model(trained, tmp_path, ["ct2"], ct2_quantization="int8", clips=clips, references=refs,
+                          language=language)
+    entry = report["parity"]["ct2"]
+    assert entry["precision"] == "int8" and abs(entry["wer_diff_points"]) <= 1.0
+
+
+def test_unknown_format_is_refused(trained, tmp_path):
+    with pytest.raises(ExportError, match="unknown export format"):
+        export_model(trained, tmp_path, ["tflite"])
