@@ -61,10 +61,11 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 def cmd_train(args: argparse.Namespace) -> int:
     from mwc_dist.train import Trainer
 
+    from mwc_dist.train import PREEMPTED_EXIT
+
     trainer = Trainer(_load_config(args))
     trainer.setup()
-    trainer.train()
-    return 0
+    return PREEMPTED_EXIT if trainer.train().get("preempted") else 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

@@ -113,6 +113,8 @@ class TrainConfig:
     eval_max_samples: int = 0  # 0 = the whole eval split
     generation_max_length: int = 128
     num_beams: int = 1
+    requeue_on_preemption: bool = True  # under SLURM: `scontrol requeue` after the preemption checkpoint
+    dist_timeout_seconds: int = 1800  # a collective waiting longer than this fails instead of hanging
 
 
 @dataclass

@@ -29,7 +29,7 @@ def slurm_env_to_torch() -> None:
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
 
 
-def build_accelerator(cfg: Config, timeout_s: int = 1800):
+def build_accelerator(cfg: Config):
     """The run's Accelerator: mixed precision, accumulation and trackers from config; gloo when on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
@@ -40,7 +40,7 @@ def build_accelerator(cfg: Config, timeout_s: int = 1800):
     # DeepSpeed on CPU needs gloo named explicitly (FACTS.md); naming a backend in one process would
     # make accelerate expect a process group, so only when the launcher started several
     backend = "gloo" if use_cpu and distributed else None
-    kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=timeout_s))]
+    kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.train.dist_timeout_seconds))]
     trackers = list(cfg.tracking.report_to)
     # a DeepSpeed config file leaves these "auto": they come from the mwc config
     for var, value in (("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", cfg.train.gradient_accumulation_steps),

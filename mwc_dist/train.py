@@ -13,7 +13,10 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import shutil
+import signal
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -37,6 +40,9 @@ def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None
     if freeze_embeddings:
         model.model.decoder.embed_tokens.requires_grad_(False)
         model.model.decoder.embed_positions.requires_grad_(False)
+
+
+PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
 
 
 def check_combination(cfg: Config, accelerator) -> None:
@@ -129,6 +135,9 @@ class Trainer:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self.tracker = build_tracker(self.accelerator, self.out_dir, cfg)
+        self.stop_signal = None
+        for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
+            signal.signal(sig, self._on_signal)
         print0(self.accelerator, f"world size {self.accelerator.num_processes}; {self.train_shards.num_samples} train samples "
                                  f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps")
 
@@ -206,6 +215,9 @@ class Trainer:
                 self.maybe_log()
                 metrics = self.maybe_evaluate(epoch_done)
                 self.maybe_save(epoch_done, metrics)
+                if self.preempted():
+                    progress.close()
+                    return self.checkpoint_and_requeue()
                 if epoch_done or state.step >= self.total_steps:
                     break
         progress.close()
@@ -232,6 +244,34 @@ class Trainer:
             with torch.no_grad():
                 teacher_logits = self.teacher(input_features=features, labels=labels).logits
         return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
+
+    # ------------------------------------------------------------------------------ preemption
+    def _on_signal(self, signum, frame) -> None:
+        self.stop_signal = signal.Signals(signum).name  # acted on at the next step boundary
+
+    def preempted(self) -> bool:
+        """Collective: true on every rank as soon as any rank got SIGUSR1/SIGTERM."""
+        flag = torch.tensor([1.0 if self.stop_signal else 0.0], device=self.device)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+
+    def checkpoint_and_requeue(self) -> dict:
+        """Collective: save at this step boundary; under SLURM rank 0 requeues the job (it resumes from here)."""
+        state = self.state
+        if not (self.out_dir / f"checkpoint-{state.step}").exists():
+            self.maybe_save(False, None, force=True)
+        self.maybe_log(force=True)
+        job = os.environ.get("SLURM_JOB_ID")
+        requeued = False
+        if self.is_main and job and self.cfg.train.requeue_on_preemption:
+            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
+            requeued = result.returncode == 0
+            print(f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved; scontrol requeue {job}: "
+                  f"{'ok' if requeued else result.stderr.strip()}", flush=True)
+        elif self.is_main:
+            print(f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved", flush=True)
+        self.tracker.finish()
+        self.accelerator.wait_for_everyone()
+        return {"preempted": True, "steps": state.step, "requeued": requeued}
 
     def train_step(self, batch: dict) -> None:
         features = self.log_mel(batch["audio"].to(self.device))  # [B, n_mels, frames], on the device
@@ -294,6 +334,9 @@ class Trainer:
                            step=self.state.step)
         self.state.last_eval = {"step": self.state.step, **metrics}
         self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.state.step)
+        if self.is_main:
+            rows = (self.out_dir / "eval" / f"step-{self.state.step}" / "predictions.jsonl").read_text().splitlines()
+            self.tracker.log_predictions([json.loads(r) for r in rows], step=self.state.step)
         print0(self.accelerator, f"step {self.state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
                                  f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)")
         return metrics
@@ -407,8 +450,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     trainer = Trainer(cfg)
     trainer.setup()
-    trainer.train()
-    return 0
+    result = trainer.train()
+    # a preempted run exits non-zero so a plain wrapper notices; under SLURM the requeue has already happened
+    return PREEMPTED_EXIT if result.get("preempted") else 0
 
 
 if __name__ == "__main__":
