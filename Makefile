@@ -18,11 +18,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
+# espeak-ng: speech for the demo and the tests; slurm-wlm + munge: the tests run a real scheduler
 sysdeps:
-	@command -v espeak-ng >/dev/null || { \
-	  echo "installing espeak-ng (apt)"; \
+	@missing=""; \
+	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
+	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing$$missing (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq espeak-ng >/dev/null; }
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
 
 setup: $(VENV)/.installed sysdeps
 
