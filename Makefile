@@ -1,4 +1,5 @@
-# make demo  — the main job end to end on the embedded default (espeak-ng corpus -> shards -> 2-process training -> eval)
+# make demo  — the whole product on the embedded default: espeak-ng Spanish -> shards -> real whisper-base ->
+#              QLoRA fine-tune (2 processes) -> distilled student -> eval -> exports -> demo_output/REPORT.md
 # make test  — the test suite
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
 # extras, and the Debian packages that are missing (espeak-ng).
@@ -33,13 +34,8 @@ sysdeps:
 setup: $(VENV)/.installed sysdeps
 
 demo: setup
-	$(VENV)/bin/mwc demo-data --out $(DEMO_DIR)/data
-	$(VENV)/bin/mwc shard --source $(DEMO_DIR)/data --out $(DEMO_DIR)/shards --config configs/demo.yaml
-	PATH=$(abspath $(VENV))/bin:$$PATH launch/train.sh cpu configs/tiny_cpu.yaml \
-	  data.shard_dir=$(DEMO_DIR)/shards train.output_dir=$(DEMO_DIR)/runs/tiny
-	$(VENV)/bin/mwc eval --model $(DEMO_DIR)/runs/tiny/final --data $(DEMO_DIR)/shards --split test --limit 64 \
-	  --language es --max-length 40 --out $(DEMO_DIR)/runs/tiny/eval-test
-	@echo "shards: $(DEMO_DIR)/shards   run: $(DEMO_DIR)/runs/tiny (metrics.jsonl, eval/, final/)   test eval: $(DEMO_DIR)/runs/tiny/eval-test"
+	$(VENV)/bin/mwc demo --out $(DEMO_DIR)
+	@echo "report: $(DEMO_DIR)/REPORT.md"
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -134,6 +134,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from mwc_dist.demo import Demo
+
+    Demo(Path(args.out)).run()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwc",
@@ -271,6 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per 30-s window (default 128)")
     p.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as saved)")
     p.set_defaults(fn=cmd_transcribe)
+
+    p = sub.add_parser(
+        "demo",
+        help="the whole product end to end on espeak-ng Spanish and real whisper-base (what `make demo` runs)",
+        description="Speech corpus -> shards -> import whisper-base -> QLoRA fine-tune (2 processes) -> distilled "
+                    "2-layer student -> evaluation -> exports with parity -> OUT/REPORT.md. Finished steps are reused.",
+    )
+    p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.set_defaults(fn=cmd_demo)
     return parser
 
 

@@ -8,7 +8,7 @@ Layout: ``OUT/safetensors/`` (weights, configs, processor, MODEL_CARD.md), ``OUT
 ``OUT/ct2/`` (model.bin + tokenizer for faster-whisper), ``OUT/parity.json``.
 
 Parity, every export: greedy token ids of ONNX Runtime and CTranslate2 against PyTorch on real clips,
-and the encoder's max-abs difference. float32 exports must give identical ids; int8/float16
+and the encoder's max-abs difference (relative to its largest activation). float32 exports must give identical ids; int8/float16
 CTranslate2 may differ by at most one WER point (against the references, or PyTorch's own output when
 there are none). A failed check raises ``ExportError`` naming the format; the numbers are in parity.json.
 """
@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 FORMATS = ("safetensors", "pytorch", "onnx", "ct2")
-ENCODER_TOLERANCE = {"float32": 1e-3, "float16": 5e-2, "int8": 5e-1}
+# encoder max-abs difference relative to the largest encoder activation (ORT/CT2 kernels sum in other orders)
+ENCODER_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": 1e-1, "int8_float32": 1e-1}
 
 
 class ExportError(RuntimeError):
@@ -119,18 +120,20 @@ def check_parity(model_dir: Path, exports: dict[str, tuple[Path, str]], clips: l
         ids = backend.generate(features, language, task, max_new_tokens)
         took = time.perf_counter() - start
         enc_diff = float(np.abs(backend.encode(features) - ref_enc).max())
+        enc_rel = enc_diff / float(np.abs(ref_enc).max())
         wer = compute_metrics(truth, decode(ids, skip_special_tokens=True), language)["wer"]
         identical = sum(a == b for a, b in zip(ids, ref_ids))
-        entry = {"precision": precision, "identical_clips": identical, "encoder_max_abs_diff": enc_diff, "wer": wer,
+        entry = {"precision": precision, "identical_clips": identical, "encoder_max_abs_diff": enc_diff,
+                 "encoder_rel_diff": enc_rel, "wer": wer,
                  "wer_diff_points": 100 * (wer - report["pytorch"]["wer"]), "decode_seconds": took}
         if precision == "float32":
-            entry["ok"] = identical == len(clips) and enc_diff <= ENCODER_TOLERANCE["float32"]
+            entry["ok"] = identical == len(clips) and enc_rel <= ENCODER_TOLERANCE["float32"]
         else:
-            entry["ok"] = abs(entry["wer_diff_points"]) <= 1.0 and enc_diff <= ENCODER_TOLERANCE[precision]
+            entry["ok"] = abs(entry["wer_diff_points"]) <= 1.0 and enc_rel <= ENCODER_TOLERANCE[precision]
         report[name] = entry
         if not entry["ok"]:
             failures.append(f"{name} ({precision}): {identical}/{len(clips)} clips with PyTorch's tokens, "
-                            f"encoder max-abs diff {enc_diff:.2e}, WER {wer:.3f} vs PyTorch {report['pytorch']['wer']:.3f}")
+                            f"encoder max-abs diff {enc_diff:.2e} ({enc_rel:.1e} of its largest value), WER {wer:.3f} vs PyTorch {report['pytorch']['wer']:.3f}")
     report["ok"] = not failures
     report["failures"] = failures
     return report

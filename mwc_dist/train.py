@@ -35,11 +35,12 @@ from mwc_dist.tracking import build_tracker
 
 
 def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None:
+    """get_encoder()/get_decoder() reach through a PEFT wrapper too (LoRA on a frozen encoder stays frozen)."""
     if freeze_encoder:
-        model.model.encoder.requires_grad_(False)
+        model.get_encoder().requires_grad_(False)
     if freeze_embeddings:
-        model.model.decoder.embed_tokens.requires_grad_(False)
-        model.model.decoder.embed_positions.requires_grad_(False)
+        model.get_decoder().embed_tokens.requires_grad_(False)
+        model.get_decoder().embed_positions.requires_grad_(False)
 
 
 PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
@@ -175,9 +176,16 @@ class Trainer:
             return self.cfg.train.max_steps
         total = sum(self.steps_in_epoch(e) for e in range(self.cfg.train.num_epochs))
         if total == 0:
-            raise ValueError(f"{self.train_shards.num_samples} train samples make no full batch per rank "
-                             f"(batch {self.cfg.train.per_device_train_batch_size} x {self.accelerator.num_processes} ranks)")
+            raise ValueError(self._no_batch_message())
         return total
+
+    def _no_batch_message(self) -> str:
+        shards, ranks = len(self.train_shards.urls), self.accelerator.num_processes
+        workers = max(1, self.cfg.data.num_workers)
+        return (f"{self.train_shards.num_samples} train samples in {shards} shards give some rank no full batch "
+                f"(batch {self.cfg.train.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; shards are "
+                f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
+                f"shards), or lower the batch size or data.num_workers.")
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict:
@@ -194,7 +202,7 @@ class Trainer:
         while state.step < self.total_steps:
             steps = self.steps_in_epoch(state.epoch)
             if steps == 0:
-                raise ValueError(f"epoch {state.epoch} has no full batch per rank: add data or lower the batch size")
+                raise ValueError(self._no_batch_message())
             loader = build_train_loader(self.stream(state.epoch, skip_items=position))
             for batch in loader:
                 position += 1
@@ -228,21 +236,22 @@ class Trainer:
         return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
 
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor):
-        """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher."""
+        """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
+
+        A frozen encoder runs under no_grad (no activations kept); when it is also the teacher's encoder
+        (make-student + freeze_encoder), its output feeds both decoders and the teacher's encoder never runs.
+        """
+        inputs = {"input_features": features}
+        if self.cfg.train.freeze_encoder:
+            with torch.no_grad():
+                inputs = {"encoder_outputs": self.accelerator.unwrap_model(self.model).get_encoder()(features)}
+        out = self.model(**inputs, labels=labels)
         if self.teacher is None:
-            out = self.model(input_features=features, labels=labels)
             return out.loss, out.loss, None
         m = self.cfg.model
-        if self.share_encoder:  # the student's frozen encoder is the teacher's: run it once for both
-            with torch.no_grad():
-                encoded = self.accelerator.unwrap_model(self.model).get_encoder()(features)
-            out = self.model(encoder_outputs=encoded, labels=labels)
-            with torch.no_grad():
-                teacher_logits = self.teacher(encoder_outputs=encoded, labels=labels).logits
-        else:
-            out = self.model(input_features=features, labels=labels)
-            with torch.no_grad():
-                teacher_logits = self.teacher(input_features=features, labels=labels).logits
+        with torch.no_grad():
+            teacher_inputs = inputs if self.share_encoder else {"input_features": features}
+            teacher_logits = self.teacher(**teacher_inputs, labels=labels).logits
         return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
 
     # ------------------------------------------------------------------------------ preemption

@@ -253,7 +253,8 @@ def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") 
         gen.begin_suppress_tokens = list(ct2_config["suppress_ids_begin"])
     model.generation_config = gen
     out_dir = Path(out_dir)
-    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent if out_dir.parent.exists() else None))
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     model.save_pretrained(tmp, safe_serialization=True)
     build_processor(config, tokenizer).save_pretrained(tmp)
     (tmp / "IMPORTED_FROM.json").write_text(json.dumps({"sources": [str(p) for p in paths], "dtype": dtype,

