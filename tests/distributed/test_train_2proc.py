@@ -187,3 +187,17 @@ def test_zero3_refuses_lora_early(shards, tmp_path):
     assert proc.returncode != 0
     assert "LoRA under DeepSpeed ZeRO-3 is not supported" in proc.stderr
     assert not (tmp_path / "z3lora" / "checkpoint-3").exists()
+
+
+def test_launch_wrapper_cpu(shards, tmp_path):
+    """launch/train.sh cpu: the wrapper's accelerate command really starts 2 processes in one group."""
+    config = tmp_path / "run.yaml"
+    out = tmp_path / "run"
+    config.write_text(f"data: {{shard_dir: {shards}, num_workers: 1}}\nmodel: {{base_model: tiny-random, language: es}}\n"
+                      f"train: {{output_dir: {out}, max_steps: 2, eval_steps: -1}}\ncheckpoint: {{save_strategy: 'no'}}\n")
+    env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
+    proc = subprocess.run(["bash", str(ROOT / "launch" / "train.sh"), "cpu", str(config)], env=env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["ranks_identical"] and summary["steps"] == 2
