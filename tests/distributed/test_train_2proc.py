@@ -80,7 +80,7 @@ def test_two_ranks_end_identical(straight):
 def test_only_rank0_writes(straight):
     out, _, cwd = straight
     assert list(cwd.iterdir()) == []  # nothing stray in the working directory
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "run_summary.json", "final", "eval",
+    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "run_summary.json", "final", "eval", "training_curves.png",
                                                "checkpoint-3", "checkpoint-6", "checkpoint-8"}
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-4", "step-8"]
     for ckpt in ("checkpoint-3", "checkpoint-6", "checkpoint-8"):
