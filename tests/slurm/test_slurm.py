@@ -7,7 +7,7 @@ import sys
 import time
 from pathlib import Path
 
-from conftest import job_state, sbatch, wait_for
+from conftest import sbatch, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,8 +58,7 @@ def test_preempted_job_checkpoints_requeues_and_finishes(slurm, demo_shards, tmp
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["steps"] == 40 and summary["world_size"] == 2
     steps = [json.loads(x)["step"] for x in metrics.read_text().splitlines() if '"loss"' in x]
-    assert sorted(set(steps)) == list(range(1, 41))  # every step exactly once: no replay, no gap
-    assert len(steps) == 40 + (len(steps) - 40)  # (the forced log at preemption may repeat its step)
+    assert sorted(steps) == list(range(1, 41))  # every step exactly once: no replay, no gap
     assert "resumed from" in log
 
 
