@@ -106,10 +106,9 @@ def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:
 def run_eval(model_dir: str, data_dir: str, out_dir: str, split: str = "validation", language: str | None = None,
              task: str = "transcribe", batch_size: int = 8, max_length: int = 128, limit: int = 0, num_beams: int = 1) -> dict:
     """`mwc eval`: load a model folder and evaluate it on a shard folder's split."""
-    from mwc_dist.config import DataConfig, ModelConfig
+    from mwc_dist.config import Config, DataConfig, ModelConfig
     from mwc_dist.data.stream import load_shard_set
     from mwc_dist.dist import build_accelerator
-    from mwc_dist.config import Config
     from mwc_dist.models.build import build_model
 
     accelerator = build_accelerator(Config())
