@@ -121,6 +121,16 @@ def _split(v: dict, src: str, dsts: list[str], out: dict, no_bias: str) -> None:
             out[f"{dst}.bias"] = b
 
 
+def _layer(v: dict, s: str, d: str, out: dict) -> None:
+    """What encoder and decoder layers share: self-attention (fused q/k/v) and the feed-forward block."""
+    _norm(v, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", out)
+    _split(v, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], out, no_bias="k_proj")
+    _linear(v, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", out)
+    _norm(v, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", out)
+    _linear(v, f"{s}/ffn/linear_0", f"{d}.fc1", out)
+    _linear(v, f"{s}/ffn/linear_1", f"{d}.fc2", out)
+
+
 def to_hf_state_dict(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     enc, dec = "model.encoder", "model.decoder"
@@ -129,28 +139,18 @@ def to_hf_state_dict(v: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out[f"{enc}.embed_positions.weight"] = v["encoder/position_encodings/encodings"]
     _norm(v, "encoder/layer_norm", f"{enc}.layer_norm", out)
     for i in range(_count_layers(v, "encoder")):
-        s, d = f"encoder/layer_{i}", f"{enc}.layers.{i}"
-        _norm(v, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", out)
-        _split(v, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], out, no_bias="k_proj")
-        _linear(v, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", out)
-        _norm(v, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", out)
-        _linear(v, f"{s}/ffn/linear_0", f"{d}.fc1", out)
-        _linear(v, f"{s}/ffn/linear_1", f"{d}.fc2", out)
+        _layer(v, f"encoder/layer_{i}", f"{enc}.layers.{i}", out)
     out[f"{dec}.embed_tokens.weight"] = v["decoder/embeddings/weight"]
     out[f"{dec}.embed_positions.weight"] = v["decoder/position_encodings/encodings"]
     _norm(v, "decoder/layer_norm", f"{dec}.layer_norm", out)
     for i in range(_count_layers(v, "decoder")):
         s, d = f"decoder/layer_{i}", f"{dec}.layers.{i}"
-        _norm(v, f"{s}/self_attention/layer_norm", f"{d}.self_attn_layer_norm", out)
-        _split(v, f"{s}/self_attention/linear_0", [f"{d}.self_attn.{p}_proj" for p in "qkv"], out, no_bias="k_proj")
-        _linear(v, f"{s}/self_attention/linear_1", f"{d}.self_attn.out_proj", out)
+        _layer(v, s, d, out)
+        # cross-attention: q in linear_0, k/v fused in linear_1
         _norm(v, f"{s}/attention/layer_norm", f"{d}.encoder_attn_layer_norm", out)
         _linear(v, f"{s}/attention/linear_0", f"{d}.encoder_attn.q_proj", out)
         _split(v, f"{s}/attention/linear_1", [f"{d}.encoder_attn.{p}_proj" for p in "kv"], out, no_bias="k_proj")
         _linear(v, f"{s}/attention/linear_2", f"{d}.encoder_attn.out_proj", out)
-        _norm(v, f"{s}/ffn/layer_norm", f"{d}.final_layer_norm", out)
-        _linear(v, f"{s}/ffn/linear_0", f"{d}.fc1", out)
-        _linear(v, f"{s}/ffn/linear_1", f"{d}.fc2", out)
     return out
 
 
