@@ -24,6 +24,7 @@ import json
 import multiprocessing as mp
 import os
 import time
+import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -175,7 +176,8 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 8, win
 
 # -------------------------------------------------------------------------------------------- write
 def _atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
+    # a name of its own: array tasks write the plan (and may merge) at the same moment
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_bytes(data.encode() if isinstance(data, str) else data)
     os.replace(tmp, path)
 

@@ -73,10 +73,12 @@ def test_array_shard_job_equals_one_run(slurm, tmp_path):
                  "data.shard_samples=6", env=_env(SOURCE=str(tmp_path / "data"), OUT=str(tmp_path / "array")), cwd=tmp_path)
     deadline = time.time() + 300
     while time.time() < deadline:
-        states = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True).stdout.split()
-        if not states:
+        queue = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
+        if queue.returncode == 0 and not queue.stdout.split():  # (a busy slurmctld answers with an error: ask again)
             break
         time.sleep(0.5)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(tmp_path.glob("shard-*.out")))
+    assert (tmp_path / "array" / "train.manifest.json").is_file(), logs
     for split in ("train", "validation", "test"):
         a = json.loads((tmp_path / "single" / f"{split}.manifest.json").read_text())["shards"]
         b = json.loads((tmp_path / "array" / f"{split}.manifest.json").read_text())["shards"]
