@@ -7,9 +7,14 @@ A checkpoint folder ``<output_dir>/checkpoint-<step>/`` holds:
     trainer_state.json     TrainState: step, epoch, position in the epoch's data of every rank, best metric
     config.yaml            the run's resolved config
 
+    scheduler.json         the LR scheduler's state (JSON: nothing in a checkpoint is unpickled on resume)
+    files.json             every other file's size, checked before a checkpoint is trusted
+
 Every rank writes its own part into ``.tmp-checkpoint-<step>`` (collective); after a barrier the main
-process writes ``trainer_state.json`` last and renames the folder into place, so a folder named
-``checkpoint-*`` is always complete. A crash mid-write leaves only a ``.tmp-*`` folder, removed next time.
+process lists the files, fsyncs them, writes ``trainer_state.json`` last and renames the folder into
+place, so a folder named ``checkpoint-*`` is complete. A crash mid-write leaves only a ``.tmp-*`` folder,
+removed next time; a ``checkpoint-*`` whose files do not match files.json (a truncated copy, a full disk)
+is passed over for the previous one, with a message.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -38,39 +43,115 @@ class TrainState:
     best_metric: float | None = None
     best_checkpoint: str | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
+    skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradients (fp16 overflow included)
+    bad_streak: int = 0  # of them, how many in a row up to now
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
     def from_file(cls, path: Path) -> "TrainState":
-        return cls(**json.loads(Path(path).read_text()))
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in json.loads(Path(path).read_text()).items() if k in known})
+
+
+FILES = "files.json"
+
+
+def problem(path: Path) -> str | None:
+    """Why ``path`` is not a complete checkpoint, or None when it is."""
+    if not path.is_dir():
+        return "not a folder"
+    for need in (STATE_FILE, "model", "state"):
+        if not (path / need).exists():
+            return f"{need} is missing"
+    if not (path / FILES).is_file():
+        return None  # written before files.json existed: the names are all there is to check
+    try:
+        expected = json.loads((path / FILES).read_text())
+    except (OSError, ValueError) as exc:
+        return f"{FILES} is unreadable ({exc})"
+    for rel, size in expected.items():
+        f = path / rel
+        if not f.is_file():
+            return f"{rel} is missing"
+        if f.stat().st_size != size:
+            return f"{rel} has {f.stat().st_size} bytes, {size} were written"
+        if rel.endswith(".safetensors") and not _safetensors_ok(f):
+            return f"{rel} is not a readable safetensors file"
+    return None
+
+
+def _safetensors_ok(path: Path) -> bool:
+    """The header parses and its tensors end exactly at the end of the file."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            n = int.from_bytes(fh.read(8), "little")
+            if n > size - 8:
+                return False
+            header = json.loads(fh.read(n))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+        return 8 + n + max(ends, default=0) == path.stat().st_size
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
 
 
 def is_complete(path: Path) -> bool:
-    return path.is_dir() and (path / STATE_FILE).is_file() and (path / "model").is_dir()
+    return problem(path) is None
 
 
-def list_checkpoints(output_dir: Path) -> list[Path]:
-    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit() and is_complete(p)]
+def _numbered(output_dir: Path) -> list[Path]:
+    found = [p for p in Path(output_dir).glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     return sorted(found, key=lambda p: int(p.name.split("-")[-1]))
 
 
-def resolve_resume(spec: str | None, output_dir: Path) -> Path | None:
+def list_checkpoints(output_dir: Path) -> list[Path]:
+    """Complete checkpoints, oldest first."""
+    return [p for p in _numbered(output_dir) if is_complete(p)]
+
+
+def resolve_resume(spec: str | None, output_dir: Path, log=print) -> Path | None:
     """``None``/``""`` -> no resume; ``latest`` -> newest complete checkpoint (or None); else that folder."""
     if not spec:
         return None
     if spec == "latest":
-        found = list_checkpoints(output_dir)
-        return found[-1] if found else None
+        for path in reversed(_numbered(output_dir)):
+            why = problem(path)
+            if why is None:
+                return path
+            log(f"warning: {path} is incomplete ({why}); trying the one before it")
+        return None
     path = Path(spec)
-    if not is_complete(path):
-        raise ValueError(f"checkpoint.resume_from_checkpoint: {path} is not a complete checkpoint "
-                         f"(needs {STATE_FILE} and model/); use 'latest' or another checkpoint-* folder")
+    why = problem(path)
+    if why is not None:
+        raise ValueError(f"checkpoint.resume_from_checkpoint: {path} is not a complete checkpoint ({why}); "
+                         f"use 'latest' (the newest complete one) or another checkpoint-* folder")
     return path
 
 
-def save_checkpoint(accelerator, model, processor, state: TrainState, output_dir: Path, config_yaml: str,
+def _fsync_tree(root: Path) -> dict[str, int]:
+    """fsync every file and folder under root (the rename that follows must not outlive the data); their sizes."""
+    sizes = {}
+    for dirpath, _, names in os.walk(root):
+        for name in names:
+            f = Path(dirpath) / name
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+            sizes[str(f.relative_to(root))] = f.stat().st_size
+        _fsync_dir(Path(dirpath))
+    return sizes
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(accelerator, model, processor, scheduler, state: TrainState, output_dir: Path, config_yaml: str,
                     keep_last: int, greater_is_better: bool, metric: float | None = None) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
     from accelerate.utils import gather_object
@@ -96,10 +177,19 @@ def save_checkpoint(accelerator, model, processor, state: TrainState, output_dir
             check_adapter(tmp / "model")
         processor.save_pretrained(tmp / "model")
         (tmp / "config.yaml").write_text(config_yaml)
-        (tmp / STATE_FILE).write_text(state.to_json())  # last: marks the folder complete
+        (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
+        sizes = _fsync_tree(tmp)
+        (tmp / FILES).write_text(json.dumps(sizes, indent=1))
+        text = state.to_json()
+        with open(tmp / STATE_FILE, "w") as fh:  # last: marks the folder complete
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        _fsync_dir(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        _fsync_dir(Path(output_dir))
         rotate(Path(output_dir), keep_last, state.best_checkpoint)
     accelerator.wait_for_everyone()
     return final
@@ -120,7 +210,11 @@ def rotate(output_dir: Path, keep_last: int, best: str | None) -> None:
             shutil.rmtree(stale, ignore_errors=True)
 
 
-def load_checkpoint(accelerator, path: Path) -> TrainState:
-    """Collective: restores model, optimizer, scheduler, scaler and RNG; returns the TrainState."""
+def load_checkpoint(accelerator, scheduler, path: Path) -> TrainState:
+    """Collective: restores model, optimizer, scheduler, scaler and RNG; returns the TrainState.
+
+    accelerate reads its files with torch.load(weights_only=True); the scheduler comes from JSON.
+    """
     accelerator.load_state(str(Path(path) / "state"))
+    scheduler.load_state_dict(json.loads((Path(path) / "scheduler.json").read_text()))
     return TrainState.from_file(Path(path) / STATE_FILE)

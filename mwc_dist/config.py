@@ -115,6 +115,7 @@ class TrainConfig:
     num_beams: int = 1
     requeue_on_preemption: bool = True  # under SLURM: `scontrol requeue` after the preemption checkpoint
     dist_timeout_seconds: int = 1800  # a collective waiting longer than this fails instead of hanging
+    max_bad_steps: int = 10  # this many optimizer steps in a row skipped (NaN/inf loss or gradients) stop the run
 
 
 @dataclass
@@ -359,7 +360,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"train.mixed_precision: must be no, fp16 or bf16; got {t.mixed_precision!r}")
     if t.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
         problems.append(f"train.lr_scheduler_type: cosine, linear, constant or constant_with_warmup; got {t.lr_scheduler_type!r}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
+                 "max_bad_steps", "dist_timeout_seconds"):
         if getattr(t, name) < 1:
             problems.append(f"train.{name}: must be >= 1; got {getattr(t, name)}")
     if t.learning_rate <= 0:

@@ -44,6 +44,11 @@ def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None
 
 
 PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
+DIVERGED_EXIT = 3  # train.max_bad_steps skipped steps in a row
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many optimizer steps in a row had a non-finite loss or gradients."""
 
 
 def check_combination(cfg: Config, accelerator) -> None:
@@ -125,18 +130,19 @@ class Trainer:
         self.scheduler = get_scheduler(cfg.train.lr_scheduler_type, optimizer, num_warmup_steps=cfg.train.warmup_steps,
                                        num_training_steps=self.total_steps)
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-        self.accelerator.register_for_checkpointing(self.scheduler)
 
         self.state = TrainState(world_size=self.accelerator.num_processes)
-        resume = resolve_resume(cfg.checkpoint.resume_from_checkpoint, self.out_dir)
+        resume = resolve_resume(cfg.checkpoint.resume_from_checkpoint, self.out_dir,
+                                log=lambda msg: print0(self.accelerator, msg))
         if resume is not None:
-            self.state = load_checkpoint(self.accelerator, resume)  # collective
+            self.state = load_checkpoint(self.accelerator, self.scheduler, resume)  # collective
             print0(self.accelerator, f"resumed from {resume} at step {self.state.step}, epoch {self.state.epoch}")
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(config_to_yaml(cfg))
         self.tracker = build_tracker(self.accelerator, self.out_dir, cfg)
         self.stop_signal = None
+        self.bad_reason = self.skipped = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
             signal.signal(sig, self._on_signal)
         print0(self.accelerator, f"world size {self.accelerator.num_processes}; {self.train_shards.num_samples} train samples "
@@ -216,6 +222,7 @@ class Trainer:
                 state.step += 1
                 state.epoch_step += 1
                 progress.update(1)
+                self.count_skipped()
                 epoch_done = state.epoch_step == steps
                 if epoch_done:
                     state.epoch, state.epoch_step, position = state.epoch + 1, 0, 0
@@ -258,6 +265,32 @@ class Trainer:
     def _on_signal(self, signum, frame) -> None:
         self.stop_signal = signal.Signals(signum).name  # acted on at the next step boundary
 
+    def all_ranks_finite(self, loss: torch.Tensor) -> bool:
+        """Collective: whether the loss is finite on every rank (so that all ranks skip the same steps)."""
+        flag = torch.isfinite(loss.detach()).float().reshape(1)
+        return bool(self.accelerator.reduce(flag, reduction="sum").item() == self.accelerator.num_processes)
+
+    def count_skipped(self) -> None:
+        """After an optimizer step: count a skipped one; too many in a row stop the run (no checkpoint of it)."""
+        state, limit = self.state, self.cfg.train.max_bad_steps
+        if self.skipped is None:
+            state.bad_streak = 0
+            return
+        state.skipped_steps += 1
+        state.bad_streak += 1
+        print0(self.accelerator, f"step {state.step}: skipped ({self.skipped}); {state.bad_streak} in a row, "
+                                 f"{state.skipped_steps} in all")
+        self.tracker.log({"skipped_steps": state.skipped_steps, "bad_streak": state.bad_streak}, step=state.step)
+        if state.bad_streak >= limit:
+            from mwc_dist.checkpoint import list_checkpoints
+
+            good = list_checkpoints(self.out_dir)
+            last = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"stopped at step {state.step}: {limit} optimizer steps in a row were skipped ({self.skipped}; "
+                f"train.max_bad_steps={limit}); {last}. Lower train.learning_rate or raise train.warmup_steps, prefer "
+                f"bf16 to fp16, check the data, then resume with checkpoint.resume_from_checkpoint=latest")
+
     def preempted(self) -> bool:
         """Collective: true on every rank as soon as any rank got SIGUSR1/SIGTERM."""
         flag = torch.tensor([1.0 if self.stop_signal else 0.0], device=self.device)
@@ -283,18 +316,37 @@ class Trainer:
         return {"preempted": True, "steps": state.step, "requeued": requeued}
 
     def train_step(self, batch: dict) -> None:
+        """One micro-batch; at the accumulation boundary, one optimizer step, or a skipped one (self.skipped says why).
+
+        A non-finite loss on any rank skips backward on every rank (the check is a collective), and the whole
+        optimizer step with it; non-finite gradients (an fp16 overflow) skip the update too. Weights stay finite.
+        """
         features = self.log_mel(batch["audio"].to(self.device))  # [B, n_mels, frames], on the device
         if self.spec_augment is not None:
             features = self.spec_augment(features)
         labels = batch["labels"].to(self.device)
         loss, ce, kl = self.compute_loss(features, labels)
-        self.accelerator.backward(loss)
+        loss_ok = self.all_ranks_finite(loss)  # collective
+        if loss_ok:
+            self.accelerator.backward(loss)
+        elif self.bad_reason is None:
+            self.bad_reason = "non-finite loss"
         if self.accelerator.sync_gradients:
-            self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-        self.optimizer.step()
-        if self.accelerator.sync_gradients:
-            self.scheduler.step()
+            self.skipped = self.bad_reason
+            if self.skipped is None:
+                self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+                if self.grad_norm is not None and not torch.isfinite(torch.as_tensor(self.grad_norm)).item():
+                    self.skipped = "non-finite gradients"
+            if self.skipped is None:
+                self.optimizer.step()
+                if self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf and lowered its scale
+                    self.skipped = "fp16 overflow"
+                else:
+                    self.scheduler.step()
+            self.bad_reason = None
         self.optimizer.zero_grad(set_to_none=True)
+        if not loss_ok:
+            return
         w = self.window
         w["loss"] += loss.detach().float().item()
         w["ce"] += ce.detach().float().item()
@@ -322,7 +374,7 @@ class Trainer:
             "loss": float(totals[0] / totals[1]), "lr": self.scheduler.get_last_lr()[0], "epoch": state.epoch,
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
             "samples_per_s": float(totals[2]) / elapsed, "audio_s_per_s": float(totals[3]) / elapsed,
-            "samples_seen": state.samples_seen,
+            "samples_seen": state.samples_seen, "skipped_steps": state.skipped_steps,
         }
         if self.teacher is not None:
             metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
@@ -357,8 +409,11 @@ class Trainer:
             c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0)
         if c.save_strategy == "no" or not due:
             return
+        if state.bad_streak and not force:  # the last step was skipped: keep the newest checkpoint a good one
+            print0(self.accelerator, f"step {state.step}: checkpoint postponed ({state.bad_streak} skipped steps in a row)")
+            return
         metric = (metrics or {}).get(c.metric_for_best_model)
-        path = save_checkpoint(self.accelerator, self.model, self.processor, state, self.out_dir,
+        path = save_checkpoint(self.accelerator, self.model, self.processor, self.scheduler, state, self.out_dir,
                                config_to_yaml(self.cfg), c.keep_last, c.greater_is_better, metric)
         print0(self.accelerator, f"saved {path}")
 
@@ -459,7 +514,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"note: {note}", file=sys.stderr)
     trainer = Trainer(cfg)
     trainer.setup()
-    result = trainer.train()
+    try:
+        result = trainer.train()
+    except TrainingDiverged as exc:
+        trainer.tracker.finish()
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return DIVERGED_EXIT
     # a preempted run exits non-zero so a plain wrapper notices; under SLURM the requeue has already happened
     return PREEMPTED_EXIT if result.get("preempted") else 0
 
