@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import io
 import json
 import os
@@ -80,11 +81,34 @@ def make_key(name: str) -> str:
     return key or "item"
 
 
-def _rel_key(path: Path, root: Path) -> str:
+def _resolve(path: Path) -> Path:
+    """path.resolve(), or the absolute path where a symlink loop makes resolving impossible."""
     try:
-        return make_key(str(path.resolve().relative_to(root.resolve())))
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" (Python < 3.13)
+        return path.absolute()
+
+
+def _rel_key(path: Path, root: Path) -> str:
+    """The key of a file: its path under root as listed (a symlink keeps its own name, not its target's)."""
+    path, root = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        return make_key(str(path.relative_to(root)))
     except ValueError:
-        return make_key(str(path.resolve()))
+        return make_key(str(path))
+
+
+def _missing_file(path: Path, where: str, key: str) -> Reject:
+    """Why a listed audio path is not a file: a symlink loop, a dangling symlink or no file at all."""
+    if path.is_symlink():
+        try:
+            os.stat(path)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return Reject(str(path), "symlink_loop", f"listed in {where}: the symlink points back into itself", key)
+        return Reject(str(path), "broken_symlink", f"listed in {where}: the symlink's target {os.readlink(path)} "
+                                                   f"does not exist", key)
+    return Reject(str(path), "missing_file", f"listed in {where} but not found", key)
 
 
 # ------------------------------------------------------------------------------------ text checking
@@ -154,7 +178,7 @@ def _rows_to_items(
     rows: list[Any], manifest: Path, root: Path, cfg: DataConfig, referenced: set[Path] | None = None
 ) -> tuple[list[Item], list[Reject]]:
     """Turn manifest rows into Items; audio paths resolve against ``root``; ``referenced`` collects every path named."""
-    columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) if rows else set()
+    columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) - {None} if rows else set()
     audio_col = _find_column(columns, cfg.audio_column, AUDIO_COLUMN_ALIASES)
     text_col = _find_column(columns, cfg.text_column, TEXT_COLUMN_ALIASES)
     if rows and (audio_col is None or text_col is None):
@@ -173,6 +197,11 @@ def _rows_to_items(
         if "__error__" in row:
             rejects.append(Reject(f"{manifest}:{row['__line__']}", "invalid_row", row["__error__"]))
             continue
+        if None in row or (offset == 2 and None in row.values()):  # csv.DictReader: too many / too few fields
+            header = [k for k in row if k is not None]
+            fields = sum(row[k] is not None for k in header) + len(row.get(None) or [])
+            rejects.append(Reject(where, "invalid_row", f"{fields} fields where the header has {len(header)}"))
+            continue
         audio = row.get(audio_col)
         if isinstance(audio, dict):  # {"path": ...} as in HF exports
             audio = audio.get("path")
@@ -182,7 +211,7 @@ def _rows_to_items(
         path = Path(audio.strip())
         path = path if path.is_absolute() else root / path
         if referenced is not None:
-            referenced.add(path.resolve())
+            referenced.add(_resolve(path))
         explicit_id = _opt_str(row.get(cfg.id_column))
         key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
         text, bad = _check_text(row.get(text_col), f"{where} ({path})", key)
@@ -194,7 +223,7 @@ def _rows_to_items(
             rejects.append(Reject(where, "invalid_split", f"split {split!r} is not one of {', '.join(SPLITS)}", key))
             continue
         if not path.is_file():
-            rejects.append(Reject(str(path), "missing_file", f"listed in {where} but not found", key))
+            rejects.append(_missing_file(path, where, key))
             continue
         items.append(
             Item(key, str(path), text, str(path), _opt_str(row.get(cfg.language_column)) or cfg.language,
@@ -222,7 +251,7 @@ def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
         referenced: set[Path] = set()
         items, rejects = _rows_to_items(_read_rows(meta), meta, root, cfg, referenced)
         for path in audio_files:  # audio in the folder that the metadata does not mention
-            if path.resolve() not in referenced:
+            if _resolve(path) not in referenced:
                 rejects.append(Reject(str(path), "missing_transcript", f"not listed in {meta.name}", _rel_key(path, root)))
         return items, rejects
     items, rejects = [], []
