@@ -181,43 +181,53 @@ def test_changed_plan_is_refused_unless_overwrite(tmp_path, corpus):
     assert len(_read_tars(out)) == summary["num_items"] - summary["quarantined"]
 
 
-def _hammer(path: str, n: int) -> None:
-    from mwc_dist.data.shard import _atomic_write
 
-    for i in range(n):
-        _atomic_write(Path(path), f"{os.getpid()} {i}\n" * 100)
+# Real separate processes (not fork: by now the test process has threads, and a forked child can deadlock on them)
+HAMMER = """
+import os, sys
+from pathlib import Path
+from mwc_dist.data.shard import _atomic_write
+for i in range(300):
+    _atomic_write(Path(sys.argv[1]), f"{os.getpid()} {i}\\n" * 100)
+"""
+
+JOB = """
+import json, sys
+from mwc_dist.config import DataConfig
+from mwc_dist.data.shard import shard_source
+cfg = DataConfig(**json.loads(sys.argv[1]))
+print(shard_source(cfg, sys.argv[2], job_index=int(sys.argv[3]), num_jobs=3, workers=1, progress=False) is not None)
+"""
 
 
 def test_atomic_write_from_concurrent_processes(tmp_path):
     """Array tasks start together and all write plan.json (then may all merge): no writer may lose its temp file."""
-    import multiprocessing as mp
+    import subprocess
+    import sys
 
     target = tmp_path / "plan.json"
-    procs = [mp.get_context("fork").Process(target=_hammer, args=(str(target), 300)) for _ in range(4)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0, 0, 0]
+    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, str(target)], stderr=subprocess.PIPE, text=True)
+             for _ in range(4)]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     lines = set(target.read_text().splitlines())
     assert len(lines) == 1  # one writer's whole file, never a mix
     assert not list(tmp_path.glob("*.tmp"))
 
 
-def _job(args):
-    cfg, out, job = args
-    return shard_source(cfg, out, job_index=job, num_jobs=3, workers=1, progress=False) is not None
-
-
 def test_concurrent_jobs_merge_once_complete(tmp_path, corpus):
-    import multiprocessing as mp
+    import subprocess
+    import sys
+    from dataclasses import asdict
 
     root, _ = corpus
     cfg = _cfg(root)
     shard_source(cfg, tmp_path / "single", workers=1, progress=False)
-    with mp.get_context("fork").Pool(3) as pool:
-        merged = pool.map(_job, [(cfg, tmp_path / "split", j) for j in range(3)])
-    assert any(merged)  # whichever job finished last saw every part and merged
+    procs = [subprocess.Popen([sys.executable, "-c", JOB, json.dumps(asdict(cfg)), str(tmp_path / "split"), str(j)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for j in range(3)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
+    assert any(out.strip().endswith("True") for out, _ in outs)  # whichever job finished last saw every part and merged
     assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (tmp_path / "split" / "quarantine.jsonl").read_text()
     for name in ("train.manifest.json", "validation.manifest.json"):
         shards = [json.loads((tmp_path / d / name).read_text())["shards"] for d in ("single", "split")]
