@@ -152,7 +152,12 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     text = _read_text_file(path)
     suffix = path.suffix.lower()
     if suffix == ".csv":
-        return list(csv.DictReader(io.StringIO(text)))
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            return list(reader)
+        except csv.Error as exc:
+            raise SourceError(f"{path}: not a readable CSV at line {reader.line_num} ({exc}); fix the file or save "
+                              f"it again as CSV (UTF-8, comma-separated, quoted fields)") from None
     if suffix == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
