@@ -121,3 +121,19 @@ def test_log_mel_matches_the_feature_extractor():
         ours = LogMel(n_mels, seconds)(padded).numpy()
         assert ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("seconds", [30, 10])
+def test_log_mel_over_the_real_audio_equals_the_full_window(seconds):
+    """Frames past the batch's longest clip are filled, not computed: the same numbers as the whole padded window."""
+    from mwc_dist.audio.features import LogMel
+
+    rng = np.random.default_rng(2)
+    log_mel = LogMel(80, seconds)
+    for lengths in ([1, 160], [3200, 48000], [159_999, 12345], [16000 * seconds - 150, 5000], [16000 * seconds + 99, 1]):
+        batch = torch.zeros(len(lengths), max(lengths))
+        for i, n in enumerate(lengths):
+            batch[i, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1)
+        full = torch.zeros(len(lengths), max(16000 * seconds, max(lengths)))
+        full[:, : batch.shape[1]] = batch
+        assert torch.allclose(log_mel(batch), log_mel(full), atol=1e-6), lengths
