@@ -95,12 +95,19 @@ def measure(preset: str, method: str, device: str, batch: int, steps: int, dtype
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--presets", default="whisper-small-random,whisper-medium-random")
+    parser.add_argument("--presets", default=None, help="default: whisper-small-random,whisper-medium-random on CUDA, "
+                                                         "tiny-random (a smoke test) on CPU")
     parser.add_argument("--methods", default="full,lora,qlora")
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 2 on CPU")
+    parser.add_argument("--steps", type=int, default=None, help="default: 10 on CUDA, 2 on CPU")
     parser.add_argument("--peak-tflops", type=float, default=None)
     args = parser.parse_args()
+    gpu = args.device.startswith("cuda")
+    if not gpu:
+        print("no CUDA device: a CPU smoke test of the script (tiny-random); the numbers that matter need a GPU")
+    args.presets = args.presets or ("whisper-small-random,whisper-medium-random" if gpu else "tiny-random")
+    args.batch = args.batch or (16 if gpu else 2)
+    args.steps = args.steps or (10 if gpu else 2)
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     peak = args.peak_tflops or next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
     print(f"device: {name}; peak bf16 {peak or '?'} TFLOP/s; batch {args.batch}, {args.steps} timed steps")

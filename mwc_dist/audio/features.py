@@ -37,7 +37,8 @@ class LogMel(nn.Module):
         mel energy is 0 and their log is the clamp floor ``log10(1e-10)``. Identical to computing all
         3000 frames over the zero-padded window, at ``N / 30 s`` of the cost.
         """
-        audio = audio.float()[:, : self.num_samples]
+        audio = audio[:, : self.num_samples]
+        audio = audio.float() / 32768.0 if audio.dtype == torch.int16 else audio.float()  # 16-bit PCM from FLAC shards
         frames = self.num_samples // HOP
         # the smallest hop-aligned length whose last N_FFT/2 samples are zeros (so reflect padding sees zeros)
         computed = min(frames, -(-(audio.shape[1] + N_FFT // 2) // HOP))

@@ -106,17 +106,28 @@ class Tokenize:
 
 
 def decode_flac(payload: bytes) -> np.ndarray:
+    """A shard's audio as float32 in [-1, 1]."""
+    return _decode(payload, "float32")
+
+
+def _decode(payload: bytes, dtype: str) -> np.ndarray:
     import soundfile as sf
 
-    wave, _ = sf.read(io.BytesIO(payload), dtype="float32")
+    wave, _ = sf.read(io.BytesIO(payload), dtype=dtype)
     return wave
 
 
 def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int) -> dict[str, Any]:
-    """Decode and pad one batch: audio [B, N] float32 (+ lengths), labels [B, L] with -100 padding."""
-    waves = [decode_flac(s.get("flac") or s["wav"])[:max_samples] for s in samples]
+    """Decode and pad one batch: audio [B, N] (+ lengths), labels [B, L] with -100 padding.
+
+    FLAC shards hold 16-bit PCM: the batch stays int16 (exact, half the bytes through the loader's worker
+    pipes and to the device; LogMel scales it by 1/32768, as a float decode would). WAV shards are float32.
+    """
+    flac = "flac" in samples[0]
+    dtype = "int16" if flac else "float32"
+    waves = [_decode(s["flac"] if flac else s["wav"], dtype)[:max_samples] for s in samples]
     metas = [json.loads(s["json"]) for s in samples]
-    audio = torch.zeros(len(waves), max(len(w) for w in waves))
+    audio = torch.zeros(len(waves), max(len(w) for w in waves), dtype=torch.int16 if flac else torch.float32)
     for i, w in enumerate(waves):
         audio[i, : len(w)] = torch.from_numpy(w)
     label_ids = [tokenize(m["text"], m.get("language")) for m in metas]

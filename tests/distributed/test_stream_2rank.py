@@ -53,6 +53,9 @@ def test_two_ranks_read_disjoint_samples_in_equal_steps(tmp_path):
     shard_source(DataConfig(source=str(tmp_path), shard_samples=9), out, workers=1, progress=False)
     counts = [s["num_samples"] for s in json.loads((out / "train.manifest.json").read_text())["shards"]]
     assert counts == [9, 9, 9, 9, 4]  # an odd number of uneven shards: 3 go to one rank, 2 to the other
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)  # an in-process Trainer earlier would leak world size 1
     debug_launcher(_ranks_read, args=(str(out),), num_processes=2)
     gathered = json.loads((out / "ranks.json").read_text())
     assert {g[1] for g in gathered} == {2}  # world size 2

@@ -85,7 +85,8 @@ def test_epochs_shuffle_differently(uneven_shards, tokenize):
 def test_batches_hold_audio_and_labels(uneven_shards, tokenize):
     shards = load_shard_set(DataConfig(shard_dir=str(uneven_shards)), "train")
     batch = next(b for b in build_train_loader(_stream(shards, tokenize, workers=1)) if b is not None)
-    assert batch["audio"].dtype == torch.float32 and batch["audio"].shape[0] == 2
+    assert batch["audio"].dtype == torch.int16 and batch["audio"].shape[0] == 2  # FLAC shards: exact 16-bit PCM
+    assert batch["audio"].abs().max() > 1000  # real signal, not float values truncated to ints
     for i, key in enumerate(batch["keys"]):
         n = int(key.replace("clip", "").split("_")[0])
         assert batch["audio_lengths"][i] == int(16000 * (0.6 + 0.02 * n))
@@ -137,3 +138,22 @@ def test_log_mel_over_the_real_audio_equals_the_full_window(seconds):
         full = torch.zeros(len(lengths), max(16000 * seconds, max(lengths)))
         full[:, : batch.shape[1]] = batch
         assert torch.allclose(log_mel(batch), log_mel(full), atol=1e-6), lengths
+
+
+def test_int16_batches_give_the_float_log_mel(uneven_shards, tokenize):
+    """The loader ships FLAC audio as int16; LogMel on it equals LogMel on the float32 decode."""
+    import webdataset as wds
+
+    from mwc_dist.audio.features import LogMel
+    from mwc_dist.data.stream import collate, decode_flac
+
+    shards = load_shard_set(DataConfig(shard_dir=str(uneven_shards)), "train")
+    samples = list(wds.tarfile_to_samples()(iter([{"url": shards.urls[0]}])))[:3]
+    batch = collate(samples, tokenize, 480000)
+    floats = torch.zeros(batch["audio"].shape)
+    for i, s in enumerate(samples):
+        wave = torch.from_numpy(decode_flac(s["flac"]))
+        floats[i, : len(wave)] = wave
+    assert torch.equal(batch["audio"].float() / 32768, floats)
+    log_mel = LogMel(80, 30)
+    assert torch.equal(log_mel(batch["audio"]), log_mel(floats))
