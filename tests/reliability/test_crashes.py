@@ -94,19 +94,12 @@ def _launch_2proc(shards: Path, out: Path, fault: str, *extra: str) -> subproces
                             stderr=subprocess.STDOUT, text=True, cwd=out.parent)
 
 
-def test_a_hung_rank_fails_the_job_within_the_timeout(demo_shards, tmp_path):
-    out = tmp_path / "run"
-    proc = _launch_2proc(demo_shards, out, "stop-rank:1:3", "train.max_steps=8", "train.dist_timeout_seconds=20")
+def _time_failure(proc: subprocess.Popen, out: Path, fault) -> tuple[int, float, str]:
+    """Cause ``fault()`` (it returns when the fault took effect), then time the launcher's failure; kill leftovers."""
     try:
-        _wait_for(out / "pids" / "rank-1.pid", proc)
-        frozen = int((out / "pids" / "rank-1.pid").read_text())
-        while Path(f"/proc/{frozen}/stat").read_text().split()[2] != "T":  # wait until rank 1 has stopped itself
-            assert proc.poll() is None
-            time.sleep(0.2)
-        stopped_at = time.time()
+        at = fault()
         code = proc.wait(timeout=240)
-        waited = time.time() - stopped_at
-        log = proc.stdout.read()
+        return code, time.time() - at, proc.stdout.read()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -115,6 +108,21 @@ def test_a_hung_rank_fails_the_job_within_the_timeout(demo_shards, tmp_path):
                 os.kill(int(pid.read_text()), signal.SIGKILL)
             except ProcessLookupError:
                 pass
+
+
+def test_a_hung_rank_fails_the_job_within_the_timeout(demo_shards, tmp_path):
+    out = tmp_path / "run"
+    proc = _launch_2proc(demo_shards, out, "stop-rank:1:3", "train.max_steps=8", "train.dist_timeout_seconds=20")
+
+    def rank_1_freezes():  # the harness makes rank 1 SIGSTOP itself at step 3
+        _wait_for(out / "pids" / "rank-1.pid", proc)
+        frozen = int((out / "pids" / "rank-1.pid").read_text())
+        while Path(f"/proc/{frozen}/stat").read_text().split()[2] != "T":
+            assert proc.poll() is None
+            time.sleep(0.2)
+        return time.time()
+
+    code, waited, log = _time_failure(proc, out, rank_1_freezes)
     assert code != 0, log[-3000:]
     assert 15 <= waited < 120, (waited, log[-3000:])  # not before the 20 s timeout, and not forever
     assert "timed out" in log.lower() or "timeout" in log.lower(), log[-3000:]
@@ -123,17 +131,13 @@ def test_a_hung_rank_fails_the_job_within_the_timeout(demo_shards, tmp_path):
 def test_a_killed_rank_fails_the_job_promptly(demo_shards, tmp_path):
     out = tmp_path / "run"
     proc = _launch_2proc(demo_shards, out, "none", "train.max_steps=40", "train.dist_timeout_seconds=300")
-    try:
-        metrics = out / "metrics.jsonl"
-        _wait_for(metrics, proc)
-        killed_at = time.time()
+
+    def kill_rank_1():
+        _wait_for(out / "metrics.jsonl", proc)
         os.kill(int((out / "pids" / "rank-1.pid").read_text()), signal.SIGKILL)
-        code = proc.wait(timeout=240)
-        waited = time.time() - killed_at
-        log = proc.stdout.read()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        return time.time()
+
+    code, waited, log = _time_failure(proc, out, kill_rank_1)
     assert code != 0, log[-3000:]
     assert waited < 60, (waited, log[-3000:])  # well inside dist_timeout_seconds=300
 
