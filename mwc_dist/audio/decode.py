@@ -107,6 +107,11 @@ def _looks_like_text(head: bytes) -> bool:
     return sum(b < 9 or 13 < b < 32 for b in head) == 0
 
 
+# Programs that write WAV to a pipe (espeak-ng, sox, ffmpeg) cannot seek back to fill in the sizes: they
+# write 0, 0xFFFFFFFF or 0x7FFFF000 ("as long as possible"). Such a size says nothing about truncation.
+STREAMING_SIZE = 0x7FFFF000
+
+
 def _riff_expected_frames(head: bytes) -> int | None:
     """Frames the RIFF header's data chunk claims, or None for streaming headers."""
     pos, block_align = 12, None
@@ -115,7 +120,7 @@ def _riff_expected_frames(head: bytes) -> int | None:
         if chunk == b"fmt " and pos + 24 <= len(head):
             block_align = struct.unpack("<H", head[pos + 20 : pos + 22])[0]
         if chunk == b"data":
-            if size in (0, 0xFFFFFFFF) or not block_align:
+            if size == 0 or size >= STREAMING_SIZE or not block_align:  # written before the length was known
                 return None
             return size // block_align
         pos += 8 + size + (size & 1)

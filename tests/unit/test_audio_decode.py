@@ -125,3 +125,22 @@ def test_bytes_input(speech):
 
     wave = load_audio(encode_bytes(samples, rate, "ogg"), "clip.ogg")
     assert abs(len(wave) / 16000 - len(samples) / rate) < 0.01
+
+
+def test_wav_written_to_a_pipe_is_not_called_truncated():
+    """espeak-ng/sox/ffmpeg writing WAV to stdout leave placeholder sizes (0x7FFFF000, 0xFFFFFFFF)."""
+    import struct
+    import subprocess
+
+    piped = subprocess.run(["espeak-ng", "-v", "es", "--stdout", "hola, buenos días"], check=True,
+                           capture_output=True).stdout
+    assert struct.unpack("<I", piped[40:44])[0] >= 0x7FFFF000  # what espeak-ng really writes
+    wave = load_audio(piped, "espeak.wav")
+    assert 0.8 < len(wave) / 16000 < 3
+    for placeholder in (0xFFFFFFFF, 0x7FFFFFFF):
+        patched = piped[:40] + struct.pack("<I", placeholder) + piped[44:]
+        assert len(load_audio(patched, "piped.wav")) == len(wave)
+    # a real header over a cut file is still caught
+    honest = piped[:40] + struct.pack("<I", len(piped) - 44) + piped[44:]
+    with pytest.raises(TruncatedAudioError):
+        load_audio(honest[: len(honest) // 2], "cut.wav")
