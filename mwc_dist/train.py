@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from mwc_dist.audio.features import LogMel, SpecAugment
-from mwc_dist.checkpoint import TrainState, load_checkpoint, resolve_resume, save_checkpoint
+from mwc_dist.checkpoint import TrainState, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from mwc_dist.config import Config, config_to_yaml, load_config
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
 from mwc_dist.dist import build_accelerator, print0, seed_everything
@@ -282,8 +282,6 @@ class Trainer:
                                  f"{state.skipped_steps} in all")
         self.tracker.log({"skipped_steps": state.skipped_steps, "bad_streak": state.bad_streak}, step=state.step)
         if state.bad_streak >= limit:
-            from mwc_dist.checkpoint import list_checkpoints
-
             good = list_checkpoints(self.out_dir)
             last = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written"
             raise TrainingDiverged(
@@ -337,11 +335,13 @@ class Trainer:
                 self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
                 if self.grad_norm is not None and not torch.isfinite(torch.as_tensor(self.grad_norm)).item():
                     self.skipped = "non-finite gradients"
-            if self.skipped is None:
+            # with fp16's grad scaler, step() must run even on inf gradients: the scaler skips the update itself
+            # and lowers its scale (never calling it would keep the scale, and the overflow, forever)
+            if self.skipped is None or (self.skipped == "non-finite gradients" and self.accelerator.scaler is not None):
                 self.optimizer.step()
                 if self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf and lowered its scale
                     self.skipped = "fp16 overflow"
-                else:
+                elif self.skipped is None:
                     self.scheduler.step()
             self.bad_reason = None
         self.optimizer.zero_grad(set_to_none=True)
