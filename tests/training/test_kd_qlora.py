@@ -150,6 +150,60 @@ def test_student_moves_towards_its_teacher(tmp_path, demo_shards):
     assert len(kl) == 12 and sum(kl[-3:]) / 3 < 0.7 * sum(kl[:3]) / 3
 
 
+def _teacher_with_30s_window(tmp_path):
+    """tiny-random widened to OpenAI's 30-s window (1500 encoder positions), saved with its processor."""
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from mwc_dist.models.student import with_window
+
+    preset = materialize_preset("tiny-random", seed=13)
+    small = WhisperForConditionalGeneration.from_pretrained(preset)
+    torch.manual_seed(13)
+    wide = WhisperForConditionalGeneration(type(small.config)(**{**small.config.to_dict(), "max_source_positions": 1500}))
+    wide.generation_config = small.generation_config
+    wide.save_pretrained(tmp_path / "teacher30", safe_serialization=True)
+    with_window(WhisperProcessor.from_pretrained(preset), 30).save_pretrained(tmp_path / "teacher30")
+    return tmp_path / "teacher30", wide
+
+
+def test_student_with_a_shorter_window(tmp_path):
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    teacher_dir, teacher = _teacher_with_30s_window(tmp_path)
+    out, ids = make_student_folder(str(teacher_dir), 1, str(tmp_path / "student"), window_seconds=10)
+    student = WhisperForConditionalGeneration.from_pretrained(out)
+    assert student.config.max_source_positions == 500 and student.config.decoder_layers == 1
+    positions = student.model.encoder.embed_positions.weight
+    assert torch.equal(positions, teacher.model.encoder.embed_positions.weight[:500])
+    assert torch.equal(student.model.encoder.layers[1].fc2.weight, teacher.model.encoder.layers[1].fc2.weight)
+    fe = WhisperProcessor.from_pretrained(out).feature_extractor
+    assert (fe.chunk_length, fe.n_samples, fe.nb_max_frames) == (10, 160000, 1000)
+    info = json.loads((out / "STUDENT_OF.json").read_text())
+    assert (info["window_seconds"], info["teacher_window_seconds"]) == (10, 30)
+    ids = student.generate(input_features=torch.randn(1, 80, 1000), max_new_tokens=3)  # the 10-s window is its input
+    assert ids.shape[0] == 1
+    for bad in (45, 7.5, 0):
+        with pytest.raises(ValueError, match="window-seconds"):
+            make_student(teacher, 1, bad)
+
+
+@pytest.mark.parametrize("teacher_window", ["own", "student"])
+def test_shorter_window_student_distils(tmp_path, demo_shards, teacher_window):
+    """A 10-s student of a 30-s teacher: the teacher runs its own encoder on 30 s, or takes the student's output."""
+    teacher_dir, _ = _teacher_with_30s_window(tmp_path)
+    student_dir, _ = make_student_folder(str(teacher_dir), 1, str(tmp_path / "student"), window_seconds=10)
+    trainer, rows = _train(tmp_path / "run", demo_shards, f"model.base_model={student_dir}", "model.use_distillation=true",
+                           f"model.teacher_model={teacher_dir}", f"model.distillation_teacher_window={teacher_window}",
+                           "model.distillation_alpha=0.0", "train.freeze_encoder=true", "train.max_steps=12",
+                           "train.learning_rate=3e-3", "train.warmup_steps=0")
+    assert trainer.share_encoder == (teacher_window == "student")
+    assert (trainer.teacher_log_mel is None) == (teacher_window == "student")
+    if trainer.teacher_log_mel is not None:
+        assert trainer.teacher_log_mel.num_samples == 30 * 16000 and trainer.log_mel.num_samples == 10 * 16000
+    kl = [r["kl"] for r in rows if "kl" in r]
+    assert len(kl) == 12 and sum(kl[-3:]) / 3 < 0.7 * sum(kl[:3]) / 3
+
+
 def test_different_vocabularies_are_refused(tmp_path, demo_shards):
     from transformers import WhisperForConditionalGeneration
 
