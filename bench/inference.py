@@ -9,6 +9,7 @@ the baseline is PyTorch eager (transformers generate). Two workloads:
   default      --clips short test clips (3-4 s each, padded to the 30-s window), 64 new tokens at most;
   --long-form  --clips 30-s windows, each filled with consecutive test clips (what `mwc transcribe` cuts
                long audio into), 224 new tokens at most.
+Each line also gives the encoder's share (the encoder alone on the same inputs) and the rest per token.
 Also timed: ONNX Runtime through optimum's ORTModelForSpeechSeq2Seq.generate, the path mwc's own ONNX
 backend (a plain greedy loop over the same sessions) replaces.
 Last line: ratio=<CTranslate2 int8 / PyTorch speed>.
@@ -50,6 +51,9 @@ def optimum_backend(path: Path):
         def __init__(self, model_dir):
             Backend.__init__(self, model_dir)
             self.model = ORTModelForSpeechSeq2Seq.from_pretrained(self.model_dir)
+
+        def encode(self, features):
+            return self.model.encoder.session.run(None, {"input_features": features.numpy()})[0]
 
     return OptimumBackend(path)
 
@@ -107,8 +111,15 @@ def main() -> None:
                 ids = backend.generate(backend.features(clips[i : i + args.batch]), args.language, "transcribe", max_new)
                 count += sum(map(len, ids))
             results[name], tokens[name] = time.perf_counter() - start, count
+            with torch.no_grad():  # where the time goes: the encoder alone, same inputs
+                start = time.perf_counter()
+                for i in range(0, len(clips), args.batch):
+                    backend.encode(backend.features(clips[i : i + args.batch]))
+                encoder = time.perf_counter() - start
+            per_token = 1000 * (results[name] - encoder) / max(count, 1)
             print(f"{name:<18} {results[name]:7.2f} s, {count:4d} tokens: {seconds / results[name]:6.1f}x real time, "
-                  f"{results['pytorch eager'] / results[name]:.2f}x PyTorch", flush=True)
+                  f"{results['pytorch eager'] / results[name]:.2f}x PyTorch (encoder {encoder:.2f} s, "
+                  f"then {per_token:.0f} ms per token)", flush=True)
             del backend
     print(f"onnxruntime vs pytorch eager: {results['pytorch eager'] / results['onnxruntime']:.2f}x (goal >= 1.5x); "
           f"vs optimum's generate on the same ONNX files: {results['onnx via optimum'] / results['onnxruntime']:.2f}x")
