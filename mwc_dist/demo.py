@@ -144,7 +144,11 @@ class Demo:
             self.step(name, getattr(self, name))
         self.timings["total (this run)"] = time.perf_counter() - start
         self.report()
-        print(f"\n[demo] report: {self.out / 'REPORT.md'}", flush=True)
+        from mwc_dist.report import check_report
+
+        rows = check_report(self.out)  # every number recomputed from the predictions file it links
+        print(f"\n[demo] report: {self.out / 'REPORT.md'} ({rows} rows recomputed from their predictions files: "
+              f"equal)", flush=True)
         return self.out / "REPORT.md"
 
 

@@ -6,13 +6,34 @@ import json
 from pathlib import Path
 
 ROWS = [("base", "whisper-base (imported, no fine-tuning)"), ("finetuned", "fine-tuned (QLoRA, merged)"),
-        ("student", "student, 2 decoder layers (KD), PyTorch"), ("student-onnx", "student, ONNX Runtime"),
+        ("student", "student (KD; see Models), PyTorch"), ("student-onnx", "student, ONNX Runtime"),
         ("student-ct2", "student, CTranslate2")]
 
 
 def _load(out: Path, name: str) -> dict | None:
     path = out / "eval" / name / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _model(folder: Path) -> str:
+    """'2 decoder layers, 10-s window' from a model folder's config.json."""
+    if not (folder / "config.json").is_file():
+        return ""
+    config = json.loads((folder / "config.json").read_text())
+    return f"{config['decoder_layers']} decoder layers, {config['max_source_positions'] // 50}-s window"
+
+
+def _training(run: Path) -> str:
+    """'40 steps x 16 clips, all decoder weights' from a run folder."""
+    import yaml
+
+    if not (run / "run_summary.json").is_file() or not (run / "config.yaml").is_file():
+        return ""
+    summary, cfg = json.loads((run / "run_summary.json").read_text()), yaml.safe_load((run / "config.yaml").read_text())
+    m, t = cfg["model"], cfg["train"]
+    what = "LoRA adapters on 4-bit weights" if m["use_4bit_quantization"] or m["use_lora"] else "all unfrozen weights"
+    frozen = ", encoder frozen" if t["freeze_encoder"] else ""
+    return f"{summary['steps']} steps x {summary['world_size'] * t['per_device_train_batch_size']} clips, {what}{frozen}"
 
 
 def write_report(out: Path, timings: dict[str, float]) -> Path:
@@ -31,7 +52,11 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         lines.append(f"| {label} | {r['wer']:.4f} | {r['raw_wer']:.4f} | {r['cer']:.4f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
                      f"{r['num_samples']} | {r['decode_seconds']:.1f} | {r['audio_seconds'] / r['decode_seconds']:.1f} | "
                      f"[predictions](eval/{name}/predictions.jsonl) |")
-    lines += ["", "## Goals", ""]
+    teacher, student = out / "runs" / "finetune", out / "runs" / "student"
+    lines += ["", "## Models", "",
+              f"- teacher (fine-tuned): {_model(teacher / 'final')}; trained {_training(teacher)}",
+              f"- student: {_model(student / 'final')}; trained {_training(student)}, distilled from the teacher",
+              "", "## Goals", ""]
     if m["base"] and m["finetuned"]:
         rel = 1 - m["finetuned"]["wer"] / m["base"]["wer"] if m["base"]["wer"] else 0.0
         lines.append(f"- Fine-tuned WER {m['finetuned']['wer']:.4f} vs base {m['base']['wer']:.4f}: "
@@ -61,3 +86,37 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
     path = out / "REPORT.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def check_report(out: Path) -> int:
+    """Recompute every metric of REPORT.md's table from the predictions file its row links (jiwer/sacrebleu).
+
+    Returns the number of rows checked; raises ValueError naming the row and the number that disagrees.
+    """
+    import re
+
+    from mwc_dist.metrics import compute_metrics
+
+    columns = {"WER": ("wer", 4), "raw WER": ("raw_wer", 4), "CER": ("cer", 4), "BLEU": ("bleu", 2), "chrF": ("chrf", 2)}
+    lines = (out / "REPORT.md").read_text().splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
+    names = [c.strip() for c in lines[header].strip("|").split("|")]
+    checked = 0
+    for line in lines[header + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = dict(zip(names, (c.strip() for c in line.strip("|").split("|"))))
+        link = re.search(r"\]\(([^)]+)\)", cells.get("predictions", ""))
+        if link is None:
+            continue  # a model that was not run
+        rows = [json.loads(x) for x in (out / link.group(1)).read_text(encoding="utf-8").splitlines()]
+        language = rows[0].get("language") if rows else None
+        metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], language)
+        for column, (key, digits) in columns.items():
+            if f"{metrics[key]:.{digits}f}" != cells[column]:
+                raise ValueError(f"REPORT.md row {cells['model']!r}: {column} {cells[column]} but {link.group(1)} "
+                                 f"gives {metrics[key]:.{digits}f}")
+        if int(cells["clips"]) != len(rows):
+            raise ValueError(f"REPORT.md row {cells['model']!r}: {cells['clips']} clips but {link.group(1)} has {len(rows)}")
+        checked += 1
+    return checked

@@ -1,0 +1,52 @@
+"""REPORT.md of `mwc demo`: every number equals what jiwer/sacrebleu compute from the predictions file it links."""
+
+import json
+
+import pytest
+
+from mwc_dist.evaluate import write_eval
+from mwc_dist.metrics import compute_metrics
+from mwc_dist.report import check_report, write_report
+
+REFS = ["el niño lee un libro nuevo", "la abuela compra el pan caliente", "mi padre abre la puerta verde"]
+PREDICTIONS = {
+    "base": ["el nino lee un libro", "la abuela compra pan caliente", "mi padre abre la puerta"],
+    "finetuned": ["el niño lee un libro nuevo", "la abuela compra el pan caliente", "mi padre abre la puerta"],
+    "student": ["el niño lee un libro nuevo", "la abuela compra el pan caliente", "mi padre abre la puerta verde"],
+}
+
+
+def _demo_folder(tmp_path):
+    for name, predictions in PREDICTIONS.items():
+        rows = [{"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
+                for i, (r, p) in enumerate(zip(REFS, predictions))]
+        metrics = compute_metrics(REFS, predictions, "es") | {"audio_seconds": 9.0,
+                                                              "decode_seconds": {"student": 1.0}.get(name, 4.0)}
+        write_eval(tmp_path / "eval" / name, rows, metrics)
+    for run, cfg in (("finetune", {"use_4bit_quantization": True, "use_lora": False}),
+                     ("student", {"use_4bit_quantization": False, "use_lora": False})):
+        (tmp_path / "runs" / run).mkdir(parents=True)
+        (tmp_path / "runs" / run / "run_summary.json").write_text(json.dumps({"steps": 12, "world_size": 2}))
+        (tmp_path / "runs" / run / "config.yaml").write_text(json.dumps(
+            {"model": cfg, "train": {"per_device_train_batch_size": 8, "freeze_encoder": True}}))
+    return write_report(tmp_path, {"distill": 200.0})
+
+
+def test_report_numbers_are_the_predictions_files_metrics(tmp_path):
+    report = _demo_folder(tmp_path).read_text()
+    student_wer = compute_metrics(REFS, PREDICTIONS["student"], "es")["wer"]
+    base_wer = compute_metrics(REFS, PREDICTIONS["base"], "es")["wer"]
+    assert student_wer == 0.0 and base_wer > 0.2
+    assert f"| {base_wer:.4f} |" in report
+    assert "decodes 4.00x as fast" in report and "trained 12 steps x 16 clips, LoRA adapters" in report
+    assert check_report(tmp_path) == 3  # the ONNX and CT2 rows were not run
+
+
+def test_a_changed_predictions_file_fails_the_check(tmp_path):
+    _demo_folder(tmp_path)
+    path = tmp_path / "eval" / "finetuned" / "predictions.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[2]["prediction"] = "algo distinto"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="fine-tuned.*WER"):
+        check_report(tmp_path)
