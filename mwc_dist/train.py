@@ -177,11 +177,15 @@ class Trainer:
             return None
 
     def _check_window(self, model) -> None:
-        window = window_seconds(model.config)
         longest = self.train_shards.max_seconds
-        if longest is not None and longest > window + 1e-6:
-            raise ValueError(f"the shards may hold clips up to {longest:g} s but the model's window is {window:g} s: "
-                             f"re-shard with data.max_duration_seconds={window:g} or use a model with a longer window")
+        for who, config in (("model", model.config), ("teacher", self.teacher.config if self.teacher else None)):
+            window = window_seconds(config) if config is not None else None
+            if longest is not None and window is not None and longest > window + 1e-6:
+                raise ValueError(f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
+                                 f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window")
+        if self.teacher is not None and self.cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
+            print0(self.accelerator, "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
+                                     "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder")
 
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
         cfg = self.cfg

@@ -204,6 +204,18 @@ def test_shorter_window_student_distils(tmp_path, demo_shards, teacher_window):
     assert len(kl) == 12 and sum(kl[-3:]) / 3 < 0.7 * sum(kl[:3]) / 3
 
 
+def test_a_teacher_window_shorter_than_the_shards_is_refused(tmp_path, demo_shards):
+    from transformers import WhisperForConditionalGeneration
+
+    preset = materialize_preset("tiny-random", seed=14)
+    small = WhisperForConditionalGeneration.from_pretrained(preset)
+    short = WhisperForConditionalGeneration(type(small.config)(**{**small.config.to_dict(), "max_source_positions": 250}))
+    short.save_pretrained(tmp_path / "teacher5")
+    with pytest.raises(ValueError, match="the teacher's window is 5 s"):
+        _train(tmp_path / "run", demo_shards, "model.base_model=tiny-random", "model.use_distillation=true",
+               f"model.teacher_model={tmp_path / 'teacher5'}", "train.max_steps=1")
+
+
 def test_different_vocabularies_are_refused(tmp_path, demo_shards):
     from transformers import WhisperForConditionalGeneration
 
