@@ -31,8 +31,8 @@ def _setup(self):
     checkpoint.OUT_DIR = self.out_dir
 
 
-def _compute_loss(self, features, labels):
-    loss, ce, kl = compute_loss(self, features, labels)
+def _compute_loss(self, features, labels, teacher_features=None):
+    loss, ce, kl = compute_loss(self, features, labels, teacher_features)
     step = self.state.step + 1
     if kind == "nan-on-rank" and self.accelerator.process_index == int(args[0]) and str(step) in args[1].split(","):
         loss = loss * torch.tensor(float("nan"))
