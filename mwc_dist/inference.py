@@ -4,8 +4,8 @@
 
 Every backend takes the same log-mel features (mwc_dist.audio.features.LogMel, equal to Whisper's
 feature extractor) and returns the generated text token ids (prompt and special tokens removed), so
-export parity is a comparison of integer lists. Long audio is cut into windows of the model's length
-(30 s for OpenAI's models) and each window is transcribed on its own.
+export parity is a comparison of integer lists. Long audio is cut into windows of at most the model's length
+(30 s for OpenAI's models), in pauses between words where there are any, and each is transcribed on its own.
 """
 
 from __future__ import annotations
@@ -199,20 +199,36 @@ class Segment:
     text: str
 
 
+def cut_points(wave: np.ndarray, size: int, search: int = 2 * 16000, frame: int = 320) -> list[tuple[int, int]]:
+    """(start, end) spans of at most ``size`` samples covering ``wave``, each cut in a pause where there is one.
+
+    A span that must end before the audio does ends at the quietest 20-ms frame of its last ``search`` samples
+    (the latest of equally quiet ones), so a cut falls between words rather than through one.
+    """
+    spans, start = [], 0
+    while len(wave) - start > size:
+        low = start + size - min(search, size // 2)
+        frames = (start + size - low) // frame
+        energy = np.square(wave[low : low + frames * frame].reshape(frames, frame)).mean(axis=1)
+        quietest = frames - 1 - int(np.argmin(energy[::-1]))
+        end = low + quietest * frame + frame // 2
+        spans.append((start, end))
+        start = end
+    spans.append((start, len(wave)))
+    return spans
+
+
 def transcribe(backend: Backend, wave: np.ndarray, language: str | None = None, task: str = "transcribe",
                max_new_tokens: int = 128, batch_size: int = 8) -> list[Segment]:
-    """Cut ``wave`` (16 kHz mono) into model-length windows and transcribe each."""
-    n = backend.window_samples
-    starts = list(range(0, max(len(wave), 1), n))
-    windows = [wave[s : s + n] for s in starts]
+    """Cut ``wave`` (16 kHz mono) into model-length windows, in pauses (``cut_points``), and transcribe each."""
+    spans = cut_points(np.asarray(wave, dtype=np.float32), backend.window_samples)
     segments = []
-    for i in range(0, len(windows), batch_size):
-        chunk = windows[i : i + batch_size]
-        ids = backend.generate(backend.features(chunk), language, task, max_new_tokens)
-        for j, row in enumerate(ids):
-            start = starts[i + j] / 16000
+    for i in range(0, len(spans), batch_size):
+        chunk = spans[i : i + batch_size]
+        ids = backend.generate(backend.features([wave[a:b] for a, b in chunk]), language, task, max_new_tokens)
+        for (a, b), row in zip(chunk, ids):
             text = backend.processor.tokenizer.decode(row, skip_special_tokens=True).strip()
-            segments.append(Segment(start, start + len(chunk[j]) / 16000, text))
+            segments.append(Segment(a / 16000, b / 16000, text))
     return segments
 
 

@@ -1,6 +1,7 @@
 """Exports of a tiny trained model: four formats, the ecosystem's loaders, parity on real audio, transcribe."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -105,7 +106,11 @@ def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tm
     srt = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "transcribe", str(out / "ct2"), files[-1], "--backend",
                           "ct2", "--language", "es", "--format", "srt", "--max-new-tokens", "12"],
                          capture_output=True, text=True, check=True).stdout
-    assert "00:00:00,000 --> 00:00:10,000" in srt
+    cues = re.findall(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)", srt)
+    times = [(3600 * int(c[0]) + 60 * int(c[1]) + int(c[2]) + int(c[3]) / 1000,
+              3600 * int(c[4]) + 60 * int(c[5]) + int(c[6]) + int(c[7]) / 1000) for c in cues]
+    assert len(times) == 2 and times[0][0] == 0.0 and 8.0 <= times[0][1] <= 10.0  # cut in a pause before 10 s
+    assert times[1][0] == times[0][1] and times[1][1] == pytest.approx(len(long) / sentences[0][2], abs=0.01)
 
 
 def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):
