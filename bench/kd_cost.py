@@ -5,6 +5,9 @@
 The student is made from the teacher with `make_student` (encoder copied, frozen). Timed, on the
 same batch: the CE-only student step (the baseline), the KD step with the shared encoder (the teacher
 reads the student's encoder output), and the KD step with the teacher running its own encoder.
+With --window-seconds N (e.g. 10), also a student with an N-s window (`make-student --window-seconds`), in
+both of `model.distillation_teacher_window`'s modes: "student" (the teacher's decoder reads the short
+window's encoder output) and "own" (the teacher's encoder runs on its 30-s window too).
 Last line: ratio=<KD shared / CE-only>.
 """
 
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--student-layers", type=int, default=2)
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--window-seconds", type=int, help="also time a student with this shorter window")
     args = parser.parse_args()
     from transformers import WhisperForConditionalGeneration
 
@@ -56,8 +60,26 @@ def main() -> None:
         s = student(input_features=features, labels=labels).logits
         distillation_loss(s, t, labels, 2.0, 0.5)[0].backward()
 
+    steps = [("ce_only", ce_step), ("kd_shared_encoder", kd_shared), ("kd_own_encoder", kd_separate)]
+    if args.window_seconds:
+        short, _ = make_student(teacher, args.student_layers, args.window_seconds)
+        short.train().model.encoder.requires_grad_(False)
+        short_features = features[:, :, : 100 * args.window_seconds]  # the same audio's first N seconds
+
+        def kd_short(teacher_window: str):
+            def step():
+                with torch.no_grad():
+                    encoded = short.get_encoder()(short_features)
+                    teacher_in = {"encoder_outputs": encoded} if teacher_window == "student" else {"input_features": features}
+                    t = teacher(**teacher_in, labels=labels).logits
+                s = short(encoder_outputs=encoded, labels=labels).logits
+                distillation_loss(s, t, labels, 2.0, 0.5)[0].backward()
+            return step
+
+        steps += [(f"kd_{args.window_seconds}s_student_window", kd_short("student")),
+                  (f"kd_{args.window_seconds}s_own_window", kd_short("own"))]
     times = {}
-    for name, step in (("ce_only", ce_step), ("kd_shared_encoder", kd_shared), ("kd_own_encoder", kd_separate)):
+    for name, step in steps:
         step()  # warm-up
         optimizer.zero_grad(set_to_none=True)
         start = time.perf_counter()
@@ -66,9 +88,11 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         times[name] = (time.perf_counter() - start) / args.steps
-        print(f"{name:<18} {times[name]:.3f} s/step  ({args.preset} teacher, {args.student_layers}-layer student, "
+        print(f"{name:<24} {times[name]:.3f} s/step  ({args.preset} teacher, {args.student_layers}-layer student, "
               f"batch {args.batch} x 30 s)")
     print(f"without the shared encoder: {times['kd_own_encoder'] / times['ce_only']:.2f}x the CE-only step")
+    for name in [n for n, _ in steps[3:]]:
+        print(f"{name}: {times[name] / times['ce_only']:.2f}x the CE-only step of the 30-s student")
     print("baseline: the CE-only step of the same student on the same batch, same run")
     print(f"ratio={times['kd_shared_encoder'] / times['ce_only']:.2f}")
 
