@@ -111,13 +111,12 @@ class OnnxBackend(Backend):
     unchanged in optimum too (tests/export).
     """
 
-    def __init__(self, model_dir, threads: int = 0):
+    def __init__(self, model_dir):
         import onnxruntime as ort
         from transformers import GenerationConfig
 
         super().__init__(model_dir)
         options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
         options.log_severity_level = 3
 
         def session(name):
@@ -141,7 +140,7 @@ class OnnxBackend(Backend):
         hidden = self.encode(features)
         outputs = self.decoder.run(None, {"input_ids": np.array([prompt] * batch, dtype=np.int64),
                                           "encoder_hidden_states": hidden})
-        tokens = np.full((batch, 0), self.eot, dtype=np.int64)
+        tokens: list[np.ndarray] = []  # one [batch] array per step
         done = np.zeros(batch, dtype=bool)
         past: dict[str, np.ndarray] = {}
         for step in range(max_new_tokens):
@@ -152,12 +151,12 @@ class OnnxBackend(Backend):
             if step == 0:
                 logits[:, self.begin_suppress] = -np.inf
             nxt = np.where(done, self.eot, logits.argmax(-1))
-            tokens = np.concatenate([tokens, nxt[:, None]], axis=1)
+            tokens.append(nxt)
             done |= nxt == self.eot
             if done.all() or step == max_new_tokens - 1:
                 break
             outputs = self.decoder_with_past.run(None, {"input_ids": nxt[:, None].astype(np.int64), **past})
-        return [self.text_ids(row) for row in tokens.tolist()]
+        return [self.text_ids(row) for row in np.stack(tokens, axis=1).tolist()]
 
 
 class CT2Backend(Backend):

@@ -19,8 +19,12 @@ def _model(folder: Path) -> str:
     """'2 decoder layers, 10-s window' from a model folder's config.json."""
     if not (folder / "config.json").is_file():
         return ""
-    config = json.loads((folder / "config.json").read_text())
-    return f"{config['decoder_layers']} decoder layers, {config['max_source_positions'] // 50}-s window"
+    from transformers import WhisperConfig
+
+    from mwc_dist.models.build import window_seconds
+
+    config = WhisperConfig.from_pretrained(folder)
+    return f"{config.decoder_layers} decoder layers, {window_seconds(config):g}-s window"
 
 
 def _training(run: Path) -> str:

@@ -128,6 +128,9 @@ class Trainer:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
+        if self.teacher is not None and cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
+            print0(self.accelerator, "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
+                                     "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder")
         fe = self.processor.feature_extractor
         self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
         self.teacher_log_mel = None  # for a teacher with a longer window than the student's that runs its own encoder
@@ -183,9 +186,6 @@ class Trainer:
             if longest is not None and window is not None and longest > window + 1e-6:
                 raise ValueError(f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
                                  f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window")
-        if self.teacher is not None and self.cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
-            print0(self.accelerator, "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
-                                     "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder")
 
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
         cfg = self.cfg

@@ -90,13 +90,15 @@ def make_student_folder(teacher_dir: str, num_decoder_layers: int, out_dir: str,
 
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
+    from mwc_dist.models.build import window_seconds as seconds_of  # the argument has the function's name
+
     teacher = WhisperForConditionalGeneration.from_pretrained(teacher_dir)
     student, ids = make_student(teacher, num_decoder_layers, window_seconds)
     out = Path(out_dir)
     student.save_pretrained(out, safe_serialization=True)
-    seconds = student.config.max_source_positions // 50
+    seconds = int(seconds_of(student.config))
     with_window(WhisperProcessor.from_pretrained(teacher_dir), seconds).save_pretrained(out)
     (out / "STUDENT_OF.json").write_text(json.dumps({
         "teacher": str(Path(teacher_dir).resolve()), "teacher_decoder_layers_kept": ids,
-        "window_seconds": seconds, "teacher_window_seconds": teacher.config.max_source_positions // 50}) + "\n")
+        "window_seconds": seconds, "teacher_window_seconds": int(seconds_of(teacher.config))}) + "\n")
     return out, ids

@@ -182,6 +182,8 @@ def test_student_with_a_shorter_window(tmp_path):
     assert (info["window_seconds"], info["teacher_window_seconds"]) == (10, 30)
     ids = student.generate(input_features=torch.randn(1, 80, 1000), max_new_tokens=3)  # the 10-s window is its input
     assert ids.shape[0] == 1
+    with pytest.raises(ValueError, match="1000"):  # and only that: the teacher's 30-s features are refused
+        student.model.encoder(torch.randn(1, 80, 3000))
     for bad in (45, 7.5, 0):
         with pytest.raises(ValueError, match="window-seconds"):
             make_student(teacher, 1, bad)
