@@ -59,13 +59,9 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from mwc_dist.train import Trainer
+    from mwc_dist.train import run
 
-    from mwc_dist.train import PREEMPTED_EXIT
-
-    trainer = Trainer(_load_config(args))
-    trainer.setup()
-    return PREEMPTED_EXIT if trainer.train().get("preempted") else 0
+    return run(_load_config(args))  # the same exit statuses as `accelerate launch -m mwc_dist.train`
 
 
 def cmd_eval(args: argparse.Namespace) -> int:

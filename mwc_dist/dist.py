@@ -48,8 +48,14 @@ def build_accelerator(cfg: Config):
         if os.environ.get(var) == "auto":
             os.environ[var] = str(value)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    check_precision(cfg.train.mixed_precision, use_cpu)
+    launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # from `accelerate launch --mixed_precision` or its YAML
+    if launcher and launcher != cfg.train.mixed_precision and os.environ.get("RANK", "0") == "0":
+        print(f"note: the accelerate launcher asked for mixed_precision={launcher}; train.mixed_precision="
+              f"{cfg.train.mixed_precision} from the mwc config is what this run uses", flush=True)
     accelerator = Accelerator(
-        cpu=use_cpu and not deepspeed,  # cpu=True would silently replace DeepSpeed with plain MULTI_CPU mixed_precision=cfg.train.mixed_precision,
+        cpu=use_cpu and not deepspeed,  # cpu=True would silently replace DeepSpeed with plain MULTI_CPU
+        mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
         log_with=trackers or None, kwargs_handlers=kwargs,
         project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
@@ -68,6 +74,28 @@ def build_accelerator(cfg: Config):
             "(see accelerate_configs/README.md)."
         )
     return accelerator
+
+
+def check_precision(mixed_precision: str, use_cpu: bool) -> None:
+    """fp16 needs a GPU: accelerate would run it on CPU as plain fp32 without a word (no autocast, no scaler)."""
+    if mixed_precision == "fp16" and use_cpu:
+        raise ValueError(
+            "train.mixed_precision=fp16 (the seed's training.fp16: true) needs a CUDA GPU, and this run is on CPU: "
+            "accelerate would silently train in fp32. Set train.mixed_precision=bf16 (autocast, works on CPU) or "
+            "train.mixed_precision=no."
+        )
+
+
+def describe_precision(accelerator) -> str:
+    """What the run really computes in: the requested precision and whether autocast/a loss scaler took effect."""
+    mp = accelerator.mixed_precision
+    if mp == "no":
+        return "fp32 (train.mixed_precision=no)"
+    if accelerator.distributed_type.value == "DEEPSPEED":
+        return f"{mp} (DeepSpeed engine: {mp} weights and activations)"
+    how = "autocast" if accelerator.native_amp else "NOT applied"
+    scaler = ", dynamic loss scaling" if accelerator.scaler is not None else ""
+    return f"{mp} ({how} on {accelerator.device.type}{scaler})"
 
 
 def seed_everything(seed: int) -> None:

@@ -27,7 +27,7 @@ from mwc_dist.audio.features import LogMel, SpecAugment
 from mwc_dist.checkpoint import TrainState, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
 from mwc_dist.config import Config, config_to_yaml, load_config
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
-from mwc_dist.dist import build_accelerator, print0, seed_everything
+from mwc_dist.dist import build_accelerator, describe_precision, print0, seed_everything
 from mwc_dist.evaluate import evaluate
 from mwc_dist.losses import distillation_loss
 from mwc_dist.models.build import build_model, window_seconds
@@ -45,6 +45,7 @@ def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None
 
 PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
 DIVERGED_EXIT = 3  # train.max_bad_steps skipped steps in a row
+BAD_INPUT_EXIT = 2  # a config or data problem, refused with a message that says what to change
 
 
 class TrainingDiverged(RuntimeError):
@@ -117,6 +118,7 @@ class Trainer:
         cfg = self.cfg
         self.accelerator = build_accelerator(cfg)
         self.is_main = self.accelerator.is_main_process
+        self.precision = describe_precision(self.accelerator)
         self.device = self.accelerator.device
         check_combination(cfg, self.accelerator)
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
@@ -161,13 +163,14 @@ class Trainer:
             print0(self.accelerator, f"resumed from {resume} at step {self.state.step}, epoch {self.state.epoch}")
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(config_to_yaml(cfg))
+            (self.out_dir / "config.yaml").write_text(f"# effective precision: {self.precision}\n{config_to_yaml(cfg)}")
         self.tracker = build_tracker(self.accelerator, self.out_dir, cfg)
         self.stop_signal = None
         self.bad_reason = self.skipped = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
             signal.signal(sig, self._on_signal)
-        print0(self.accelerator, f"world size {self.accelerator.num_processes}; {self.train_shards.num_samples} train samples "
+        print0(self.accelerator, f"world size {self.accelerator.num_processes}; precision {self.precision}; "
+                                 f"{self.train_shards.num_samples} train samples "
                                  f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps")
 
     def _eval_shards(self) -> ShardSet | None:
@@ -274,14 +277,14 @@ class Trainer:
         whose teacher runs its own encoder.
         """
         inputs = {"input_features": features}
-        if self.cfg.train.freeze_encoder:
-            with torch.no_grad():
+        if self.cfg.train.freeze_encoder:  # the unwrapped encoder is outside the prepared model's autocast: add it
+            with torch.no_grad(), self.accelerator.autocast():
                 inputs = {"encoder_outputs": self.accelerator.unwrap_model(self.model).get_encoder()(features)}
         out = self.model(**inputs, labels=labels)
         if self.teacher is None:
             return out.loss, out.loss, None
         m = self.cfg.model
-        with torch.no_grad():
+        with torch.no_grad(), self.accelerator.autocast():
             teacher_inputs = inputs if self.share_encoder else {
                 "input_features": features if teacher_features is None else teacher_features}
             teacher_logits = self.teacher(**teacher_inputs, labels=labels).logits
@@ -457,7 +460,8 @@ class Trainer:
         if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
             self.maybe_save(False, metrics or state.last_eval or None, force=True)
         digests = gather_object([self._digest()])  # collective
-        summary = {"world_size": self.accelerator.num_processes, "steps": state.step, "param_digests": digests,
+        summary = {"world_size": self.accelerator.num_processes, "precision": self.precision, "steps": state.step,
+                   "param_digests": digests,
                    "ranks_identical": len(set(digests)) == 1, "last_eval": state.last_eval}
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
@@ -532,16 +536,18 @@ class Trainer:
                     disable=not self.is_main, dynamic_ncols=True)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mwc_dist.train", description="Train Whisper on shards (run under accelerate launch for many processes).")
-    parser.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 data.shard_dir=shards/demo")
-    args = parser.parse_args(argv)
-    cfg = load_config(args.config, args.overrides)
-    for note in cfg.notes:
-        print(f"note: {note}", file=sys.stderr)
+def run(cfg: Config) -> int:
+    """Train one run to its end; the exit status both entry points return (mwc train, python -m mwc_dist.train).
+
+    0 done; 2 bad config or data (refused before or during setup); 3 diverged (train.max_bad_steps);
+    124 preempted: checkpoint written (and the SLURM job requeued when it runs under SLURM).
+    """
     trainer = Trainer(cfg)
-    trainer.setup()
+    try:
+        trainer.setup()
+    except ValueError as exc:  # ConfigError, SourceError and the setup checks are ValueErrors with the fix in them
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return BAD_INPUT_EXIT
     try:
         result = trainer.train()
     except TrainingDiverged as exc:
@@ -550,6 +556,21 @@ def main(argv: list[str] | None = None) -> int:
         return DIVERGED_EXIT
     # a preempted run exits non-zero so a plain wrapper notices; under SLURM the requeue has already happened
     return PREEMPTED_EXIT if result.get("preempted") else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mwc_dist.train", description="Train Whisper on shards (run under accelerate launch for many processes).")
+    parser.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 data.shard_dir=shards/demo")
+    args = parser.parse_args(argv)
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        return BAD_INPUT_EXIT
+    for note in cfg.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return run(cfg)
 
 
 if __name__ == "__main__":
