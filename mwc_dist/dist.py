@@ -23,10 +23,22 @@ def slurm_env_to_torch() -> None:
     if "SLURM_PROCID" in os.environ and "RANK" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         os.environ["RANK"] = os.environ["SLURM_PROCID"]
         os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
-        os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
+        os.environ["LOCAL_RANK"] = str(local_device_index())
         os.environ.setdefault("MASTER_PORT", "29500")
         if os.environ.get("SLURM_NNODES", "1") == "1":
             os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+
+
+def local_device_index() -> int:
+    """This SLURM task's GPU among the ones it can see: SLURM_LOCALID, unless SLURM narrowed CUDA_VISIBLE_DEVICES.
+
+    With ``--gpus-per-task``/``--gpu-bind`` every task sees only its own GPU(s), renumbered from 0, so the local
+    task id would name a device that is not there; the task's own first device is then index 0.
+    """
+    local = int(os.environ.get("SLURM_LOCALID", "0"))
+    visible = [d for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    narrowed = "SLURM_GPUS_PER_TASK" in os.environ or (visible and local >= len(visible))
+    return 0 if narrowed else local
 
 
 def build_accelerator(cfg: Config):
