@@ -84,3 +84,37 @@ def test_array_shard_job_equals_one_run(slurm, tmp_path):
         b = json.loads((tmp_path / "array" / f"{split}.manifest.json").read_text())["shards"]
         assert a == b  # same shards, byte for byte (sha256)
     assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (tmp_path / "array" / "quarantine.jsonl").read_text()
+
+
+def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp_path):
+    """Two jobs on one node at once (LAUNCHER=accelerate, 2 CPU processes each): USR1 to one reaches only its
+    own trainers; each got its own free rendezvous port. (The old trap signalled every `-m mwc_dist.train` on
+    the node.)"""
+    jobs = {}
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        out = tmp_path / name
+        config = _config(tmp_path / name, demo_shards, out / "run", 30)
+        env = _env(CONFIG=str(config), LAUNCHER="accelerate", GPUS_PER_NODE="2", ACCELERATE_USE_CPU="true")
+        jobs[name] = sbatch("--ntasks=1", "--cpus-per-task=1", f"--output={tmp_path}/{name}.out",
+                            str(ROOT / "slurm" / "train.sbatch"), env=env, cwd=tmp_path)
+    deadline = time.time() + 240
+
+    def lines(name: str) -> int:
+        metrics = tmp_path / name / "run" / "metrics.jsonl"
+        return len(metrics.read_text().splitlines()) if metrics.exists() else 0
+
+    while time.time() < deadline and min(lines("a"), lines("b")) < 3:  # both running at the same time
+        time.sleep(0.2)
+    assert min(lines("a"), lines("b")) >= 3, (tmp_path / "a.out").read_text()[-2000:] + (tmp_path / "b.out").read_text()[-2000:]
+    subprocess.run(["scancel", "--signal=USR1", jobs["a"]], check=True)
+    b = wait_for(jobs["b"], timeout=300)
+    subprocess.run(["scancel", jobs["a"]], check=True)  # a was requeued; it need not run again here
+    log_a, log_b = (tmp_path / "a.out").read_text(), (tmp_path / "b.out").read_text()
+    assert "preempted (SIGUSR1)" in log_a
+    assert b["JobState"] == "COMPLETED" and int(b["Restarts"]) == 0, log_b[-3000:]
+    assert "preempted" not in log_b  # job b's trainers never saw a signal
+    summary = json.loads((tmp_path / "b" / "run" / "run_summary.json").read_text())
+    assert summary["world_size"] == 2 and summary["steps"] == 30
+    ports = [log.split("main ")[1].split()[0] for log in (log_a, log_b)]
+    assert ports[0] != ports[1], ports
