@@ -38,7 +38,7 @@ def _quiet_transformers():
 
 @torch.no_grad()
 def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, language: str | None, task: str,
-                   max_length: int, num_beams: int = 1) -> list[str]:
+                   max_length: int, num_beams: int = 1, synced_gpus: bool = False) -> list[str]:
     device = next(model.parameters()).device
     dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
     features = log_mel(batch["audio"].to(device)).to(dtype if dtype.is_floating_point else torch.float32)
@@ -46,6 +46,8 @@ def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, lan
     prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     max_new = min(max_length, model.config.max_target_positions - prompt)
     kwargs = {"max_new_tokens": max_new, "num_beams": num_beams}
+    if synced_gpus:  # ZeRO-3: every forward gathers weights from all ranks, so all ranks decode until all are done
+        kwargs["synced_gpus"] = True
     if not getattr(model.generation_config, "is_multilingual", True):
         languages = set()  # English-only models take neither language nor task
     else:
@@ -71,9 +73,14 @@ def evaluate(accelerator, model, processor, shards: ShardSet, *, language: str |
     log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
     tokenize = Tokenize(processor.tokenizer, language, task)
     rows, start, seconds = [], time.perf_counter(), 0.0
-    for batch in eval_batches(shards, tokenize, batch_size=batch_size, rank=accelerator.process_index,
-                              world_size=accelerator.num_processes, max_samples=fe.n_samples, limit=limit):
-        predictions = generate_batch(unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams)
+    batches = eval_batches(shards, tokenize, batch_size=batch_size, rank=accelerator.process_index,
+                           world_size=accelerator.num_processes, max_samples=fe.n_samples, limit=limit)
+    zero3 = _is_zero3(accelerator)
+    for batch in _lockstep(accelerator, batches, fe.n_samples, language) if zero3 else batches:
+        predictions = generate_batch(unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams,
+                                     synced_gpus=zero3)
+        if batch.get("filler"):
+            continue
         seconds += batch["seconds"]
         rows += [{"key": k, "reference": r, "prediction": p, "language": lang}
                  for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])]
@@ -91,6 +98,24 @@ def evaluate(accelerator, model, processor, shards: ShardSet, *, language: str |
         write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _is_zero3(accelerator) -> bool:
+    plugin = accelerator.state.deepspeed_plugin
+    return plugin is not None and plugin.zero_stage == 3
+
+
+def _lockstep(accelerator, batches, n_samples: int, language: str | None):
+    """Collective: the ranks' batches, in step; a rank out of batches decodes a silent filler (results dropped)
+    while another still has some. Under ZeRO-3 a rank that stopped calling forward would hang the others."""
+    filler = {"audio": torch.zeros(1, n_samples), "languages": [language], "filler": True}
+    batches = iter(batches)
+    while True:
+        batch = next(batches, None)
+        more = torch.tensor([0.0 if batch is None else 1.0], device=accelerator.device)
+        if accelerator.reduce(more, reduction="sum").item() == 0:  # collective: does any rank still have data?
+            return
+        yield filler if batch is None else batch
 
 
 def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:

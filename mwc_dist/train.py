@@ -100,11 +100,15 @@ def _same_encoder(student, teacher) -> bool:
     return True
 
 
+def _hash_tensor(h, name: str, t: torch.Tensor) -> None:
+    h.update(name.encode())
+    h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
+
+
 def param_digest(model) -> str:
     h = hashlib.sha256()
     for name, p in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().float().numpy().tobytes())
+        _hash_tensor(h, name, p)
     return h.hexdigest()
 
 
@@ -118,6 +122,7 @@ class Trainer:
         cfg = self.cfg
         self.accelerator = build_accelerator(cfg)
         self.is_main = self.accelerator.is_main_process
+        self.engine_steps_in_backward = self.accelerator.state.deepspeed_plugin is not None
         self.precision = describe_precision(self.accelerator)
         self.device = self.accelerator.device
         check_combination(cfg, self.accelerator)
@@ -345,8 +350,11 @@ class Trainer:
     def train_step(self, batch: dict) -> None:
         """One micro-batch; at the accumulation boundary, one optimizer step, or a skipped one (self.skipped says why).
 
-        A non-finite loss on any rank skips backward on every rank (the check is a collective), and the whole
-        optimizer step with it; non-finite gradients (an fp16 overflow) skip the update too. Weights stay finite.
+        A non-finite loss on any rank skips the whole optimizer step on every rank (the check is a collective);
+        non-finite gradients (an fp16 overflow) skip the update too. Weights stay finite.
+        Under DeepSpeed the engine steps inside ``backward`` and cannot be told to skip; what it does on its own is
+        discard the whole accumulation window when its gradients are not finite. So a bad micro-batch is still
+        backpropagated there, as NaN on every rank, and the engine's own skip is checked and counted.
         """
         audio = batch["audio"].to(self.device)
         features = self.log_mel(audio)  # [B, n_mels, frames], on the device
@@ -356,24 +364,17 @@ class Trainer:
         labels = batch["labels"].to(self.device)
         loss, ce, kl = self.compute_loss(features, labels, teacher_features)
         loss_ok = self.all_ranks_finite(loss)  # collective
+        if not loss_ok and self.bad_reason is None:
+            self.bad_reason = "non-finite loss"
         if loss_ok:
             self.accelerator.backward(loss)
-        elif self.bad_reason is None:
-            self.bad_reason = "non-finite loss"
+        elif self.engine_steps_in_backward:
+            self.accelerator.backward(loss * float("nan"))  # NaN gradients on every rank: the engine drops the window
         if self.accelerator.sync_gradients:
-            self.skipped = self.bad_reason
-            if self.skipped is None:
-                self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-                if self.grad_norm is not None and not torch.isfinite(torch.as_tensor(self.grad_norm)).item():
-                    self.skipped = "non-finite gradients"
-            # with fp16's grad scaler, step() must run even on inf gradients: the scaler skips the update itself
-            # and lowers its scale (never calling it would keep the scale, and the overflow, forever)
-            if self.skipped is None or (self.skipped == "non-finite gradients" and self.accelerator.scaler is not None):
-                self.optimizer.step()
-                if self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf and lowered its scale
-                    self.skipped = "fp16 overflow"
-                elif self.skipped is None:
-                    self.scheduler.step()
+            if self.engine_steps_in_backward:
+                self._check_engine_step()
+            else:
+                self._optimizer_step()
             self.bad_reason = None
         self.optimizer.zero_grad(set_to_none=True)
         if not loss_ok:
@@ -385,6 +386,33 @@ class Trainer:
         w["micro"] += 1
         w["samples"] += len(batch["keys"])
         w["seconds"] += batch["seconds"]
+
+    def _optimizer_step(self) -> None:
+        """DDP / one process: clip, then step unless this window was bad; the scheduler only after a real update."""
+        self.skipped = self.bad_reason
+        if self.skipped is None:
+            self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+            if self.grad_norm is not None and not torch.isfinite(torch.as_tensor(self.grad_norm)).item():
+                self.skipped = "non-finite gradients"
+        # with fp16's grad scaler, step() must run even on inf gradients: the scaler skips the update itself
+        # and lowers its scale (never calling it would keep the scale, and the overflow, forever)
+        if self.skipped is None or (self.skipped == "non-finite gradients" and self.accelerator.scaler is not None):
+            self.optimizer.step()
+            if self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf and lowered its scale
+                self.skipped = "fp16 overflow"
+            elif self.skipped is None:
+                self.scheduler.step()
+
+    def _check_engine_step(self) -> None:
+        """DeepSpeed: the engine has already stepped, or skipped a window with non-finite gradients. Which one?"""
+        engine_skipped = self.accelerator.optimizer_step_was_skipped  # the engine's own overflow flag
+        self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
+        self.skipped = self.bad_reason or ("non-finite gradients" if engine_skipped else None)
+        if self.skipped is not None and not engine_skipped:
+            raise RuntimeError(f"step {self.state.step + 1}: DeepSpeed applied an update although this window had a "
+                               f"{self.skipped}; this DeepSpeed version does not skip non-finite gradients")
+        if self.skipped is None:
+            self.scheduler.step()
 
     # --------------------------------------------------------------------------- maybe_*
     def maybe_log(self, force: bool = False) -> None:
@@ -475,15 +503,21 @@ class Trainer:
         return summary
 
     def _digest(self) -> str:
-        """Hash of this rank's full weights (under ZeRO-3 gathered first: collective)."""
+        """Hash of this rank's full weights. Under ZeRO-3 gathered one parameter at a time (collective), so no rank
+        ever holds more than one whole parameter beyond its own partition."""
         unwrapped = self.accelerator.unwrap_model(self.model)
         plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is not None and plugin.zero_stage == 3:
-            import deepspeed
+        if plugin is None or plugin.zero_stage != 3:
+            return param_digest(unwrapped)
+        import deepspeed
 
-            with deepspeed.zero.GatheredParameters(list(unwrapped.parameters()), modifier_rank=None):
-                return param_digest(unwrapped)
-        return param_digest(unwrapped)
+        h = hashlib.sha256()
+        for name, p in sorted(unwrapped.named_parameters()):
+            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
+                _hash_tensor(h, name, p)
+        for name, b in sorted(unwrapped.named_buffers()):
+            _hash_tensor(h, name, b)
+        return h.hexdigest()
 
     def _write_final(self, state: TrainState, state_dict: dict) -> None:
         """final/: the best checkpoint's model when asked for (and known), else the last; LoRA merged into it."""
