@@ -50,6 +50,9 @@ class DataConfig:
     normalize: bool = True  # peak-normalise each clip to -1 dBFS
     min_duration_seconds: float = 0.5
     max_duration_seconds: float = 30.0
+    # longest transcript in Whisper tokens, prompt and end-of-text included (the decoder's max_target_positions);
+    # longer ones are quarantined as too_many_tokens. 0: no check
+    max_label_tokens: int = 448
     train_split_ratio: float = 0.9
     validation_split_ratio: float = 0.1
     test_split_ratio: float = 0.0
@@ -331,6 +334,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"data.source_type: must be one of {', '.join(SOURCE_TYPES)}; got {d.source_type!r}")
     if d.sample_rate != 16000:
         problems.append(f"data.sample_rate: Whisper takes 16000 Hz audio; got {d.sample_rate}")
+    if d.max_label_tokens < 0 or 0 < d.max_label_tokens < 8:
+        problems.append(f"data.max_label_tokens: 0 (no check) or at least 8 (Whisper's prompt alone is 4 tokens); "
+                        f"got {d.max_label_tokens}")
     if d.min_duration_seconds < 0 or d.max_duration_seconds <= d.min_duration_seconds:
         problems.append(
             "data.min_duration_seconds / data.max_duration_seconds: need 0 <= min < max; "

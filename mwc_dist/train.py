@@ -145,7 +145,8 @@ class Trainer:
                 and window_seconds(self.teacher.config) != window_seconds(model.config)):
             self.teacher_log_mel = LogMel(fe.feature_size, window_seconds(self.teacher.config)).to(self.device)
         self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
-        self.tokenize = Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task)
+        self.tokenize = Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task,
+                                 max_tokens=model.config.max_target_positions)
         self.train_shards = load_shard_set(cfg.data, "train")
         self.eval_shards = self._eval_shards()
         self._check_window(model)
@@ -271,7 +272,8 @@ class Trainer:
 
     @staticmethod
     def _new_window() -> dict:
-        return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "start": time.perf_counter()}
+        return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "over": 0,
+                "start": time.perf_counter()}
 
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
         """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
@@ -385,6 +387,7 @@ class Trainer:
         w["kl"] += kl.detach().float().item() if kl is not None else 0.0
         w["micro"] += 1
         w["samples"] += len(batch["keys"])
+        w["over"] += batch.get("labels_over_limit", 0)
         w["seconds"] += batch["seconds"]
 
     def _optimizer_step(self) -> None:
@@ -422,7 +425,7 @@ class Trainer:
             return
         if w["micro"] == 0:
             return
-        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"]],
+        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"], w["over"]],
                               dtype=torch.float64, device=self.device)
         totals = self.accelerator.reduce(totals, reduction="sum")  # collective
         elapsed = time.perf_counter() - w["start"]
@@ -435,6 +438,10 @@ class Trainer:
             "samples_per_s": float(totals[2]) / elapsed, "audio_s_per_s": float(totals[3]) / elapsed,
             "samples_seen": state.samples_seen, "skipped_steps": state.skipped_steps,
         }
+        if totals[6] > 0:  # labels longer than the decoder holds: trained on their audio with no loss, counted
+            metrics["labels_over_limit"] = int(totals[6])
+            print0(self.accelerator, f"step {state.step}: {int(totals[6])} sample(s) with a label over "
+                                     f"{self.tokenize.max_tokens} tokens ignored (re-shard: mwc shard quarantines them)")
         if self.teacher is not None:
             metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
         self.tracker.log(metrics, step=state.step)

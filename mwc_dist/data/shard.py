@@ -71,7 +71,8 @@ def plan_chunks(items: list[Item], cfg: DataConfig) -> list[Chunk]:
 
 
 def _decode_settings(cfg: DataConfig) -> dict[str, Any]:
-    keys = ("sample_rate", "normalize", "min_duration_seconds", "max_duration_seconds", "shard_audio_format")
+    keys = ("sample_rate", "normalize", "min_duration_seconds", "max_duration_seconds", "shard_audio_format",
+            "max_label_tokens")
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -100,11 +101,33 @@ def _read_hf(ref: HFRef) -> tuple[bytes | str, str]:
     return audio["path"], audio["path"]
 
 
+PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>; the transcript then ends in <|endoftext|>
+_TOKENIZER = []  # one per worker process, built on first use
+
+
+def _label_too_long(text: str, limit: int) -> str | None:
+    """Why the transcript cannot be a Whisper label of at most ``limit`` tokens, or None when it fits."""
+    if limit <= 0 or not text:
+        return None
+    if not _TOKENIZER:
+        from mwc_dist.models.tokenizer import load_tokenizer
+
+        _TOKENIZER.append(load_tokenizer())
+    n = PROMPT_TOKENS + len(_TOKENIZER[0].encode(" " + text.strip(), add_special_tokens=False)) + 1
+    if n <= limit:
+        return None
+    return (f"the transcript is {n} Whisper tokens with prompt and end-of-text, over data.max_label_tokens={limit} "
+            f"(the decoder's max_target_positions): split the audio and its transcript into shorter clips")
+
+
 def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], bytes] | Reject:
     """Decode, check and re-encode one item (runs in a worker process)."""
     from mwc_dist.audio.decode import AudioError, load_audio
     from mwc_dist.audio.encode import encode_bytes
 
+    too_long = _label_too_long(item.text, settings.get("max_label_tokens", 0))
+    if too_long:
+        return Reject(item.source, "too_many_tokens", too_long, item.key)
     try:
         audio, name = _read_hf(item.audio) if isinstance(item.audio, HFRef) else (item.audio, item.audio)
         wave = load_audio(

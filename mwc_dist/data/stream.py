@@ -79,9 +79,10 @@ class Tokenize:
     English-only models: <|notimestamps|> text <|endoftext|>.
     """
 
-    def __init__(self, tokenizer, language: str | None, task: str):
+    def __init__(self, tokenizer, language: str | None, task: str, max_tokens: int = 0):
         self.tokenizer = tokenizer
         self.language, self.task = language, task
+        self.max_tokens = max_tokens  # the decoder's max_target_positions: a longer label (+ the decoder start) is ignored
         ids = tokenizer.convert_tokens_to_ids
         self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
         self.multilingual = self.eot == 50257  # English-only vocabularies end text with 50256 and take no language/task
@@ -131,12 +132,16 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int)
     for i, w in enumerate(waves):
         audio[i, : len(w)] = torch.from_numpy(w)
     label_ids = [tokenize(m["text"], m.get("language")) for m in metas]
-    labels = torch.full((len(waves), max(len(x) for x in label_ids)), -100, dtype=torch.long)
+    # a label the decoder cannot hold (shards made without data.max_label_tokens): all -100, so it adds no loss
+    over = [i for i, ids in enumerate(label_ids) if tokenize.max_tokens and len(ids) + 1 > tokenize.max_tokens]
+    for i in over:
+        label_ids[i] = []
+    labels = torch.full((len(waves), max(1, max(len(x) for x in label_ids))), -100, dtype=torch.long)
     for i, ids in enumerate(label_ids):
         labels[i, : len(ids)] = torch.tensor(ids)
     return {
         "audio": audio, "audio_lengths": torch.tensor([len(w) for w in waves]), "labels": labels,
-        "keys": [m["key"] for m in metas], "texts": [m["text"] for m in metas],
+        "keys": [m["key"] for m in metas], "texts": [m["text"] for m in metas], "labels_over_limit": len(over),
         "languages": [m.get("language") for m in metas], "seconds": float(sum(len(w) for w in waves)) / 16000,
     }
 

@@ -232,3 +232,41 @@ def test_concurrent_jobs_merge_once_complete(tmp_path, corpus):
     for name in ("train.manifest.json", "validation.manifest.json"):
         shards = [json.loads((tmp_path / d / name).read_text())["shards"] for d in ("single", "split")]
         assert shards[0] == shards[1]
+
+
+def test_transcript_over_the_decoder_limit_is_quarantined(tmp_path, sentences):
+    """A transcript longer than Whisper's decoder holds (448 tokens) is its own quarantine reason at shard time."""
+    text, samples, rate = sentences[1]
+    root = tmp_path / "src"
+    root.mkdir()
+    long_text = " ".join([text] * 60)  # ~600 words: far over 448 tokens
+    for name in ("ok.wav", "long.wav"):
+        write_audio(root / name, samples, rate)
+    (root / "metadata.csv").write_text(f"file_name,text\nok.wav,{text}\nlong.wav,{long_text}\n")
+    shard_source(_cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0), tmp_path / "out", workers=1,
+                 progress=False)
+    rows = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rows] == ["too_many_tokens"] and "long.wav" in rows[0]["source"]
+    assert "data.max_label_tokens=448" in rows[0]["detail"] and "tokens" in rows[0]["detail"]
+    assert [m["text"] for m, *_ in _read_tars(tmp_path / "out").values()] == [text]
+    # the check is the config key's: 0 turns it off
+    shard_source(_cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0, max_label_tokens=0), tmp_path / "off",
+                 workers=1, progress=False)
+    assert len(_read_tars(tmp_path / "off")) == 2
+
+
+def test_a_label_over_the_decoder_limit_adds_no_loss_and_is_counted():
+    """Shards made without the check: at load time the row's labels are all ignored (-100), counted in the batch."""
+    import io as _io
+
+    from mwc_dist.data.stream import Tokenize, collate
+    from mwc_dist.models.tokenizer import load_tokenizer
+
+    buf = _io.BytesIO()
+    sf.write(buf, np.zeros(16000, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
+    sample = lambda text: {"wav": buf.getvalue(), "json": json.dumps({"key": text[:5], "text": text})}  # noqa: E731
+    tokenize = Tokenize(load_tokenizer(), "es", "transcribe", max_tokens=12)
+    batch = collate([sample("hola"), sample("una frase bastante larga que no cabe en doce tokens de ninguna manera")],
+                    tokenize, 16000)
+    assert batch["labels_over_limit"] == 1
+    assert (batch["labels"][1] == -100).all() and (batch["labels"][0] != -100).sum() == len(tokenize("hola"))
