@@ -1,6 +1,7 @@
 # make demo  — the whole product on the embedded default: espeak-ng Spanish -> shards -> real whisper-base ->
 #              QLoRA fine-tune (2 processes) -> distilled student -> eval -> exports -> demo_output/REPORT.md
 # make test  — the test suite
+# make gpu-check — the GPU-only checks (skips without CUDA)
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
 # extras, and the Debian packages that are missing (espeak-ng, slurm-wlm, munge).
 SHELL := /bin/bash
@@ -11,7 +12,7 @@ DEMO_DIR ?= demo_output
 EXTRAS ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test setup sysdeps clean
+.PHONY: demo test gpu-check setup sysdeps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,12 +20,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-# espeak-ng: speech for the demo and the tests; slurm-wlm + munge: the tests run a real scheduler
+# espeak-ng: speech for the demo and the tests; slurm-wlm + munge: the tests run a real scheduler;
+# iproute2: the two-node tests make network namespaces (ip netns)
 sysdeps:
 	@missing=""; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
 	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
+	command -v ip >/dev/null || missing="$$missing iproute2"; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing$$missing (apt)"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
@@ -39,6 +42,12 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# one script, on one GPU (under 8 minutes): NCCL, fp16/bf16 steps, QLoRA on CUDA NF4, ZeRO-2, loss goes down,
+# throughput; prints one table. Without CUDA it says SKIP and exits 0 (`tests/gpu/gpu_check.py --cpu-smoke` runs
+# the CPU-capable rows). docs/PERFORMANCE.md says what it covers.
+gpu-check: $(VENV)/.installed
+	$(PY) tests/gpu/gpu_check.py
 
 clean:
 	rm -rf $(DEMO_DIR) .pytest_cache

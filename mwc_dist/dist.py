@@ -49,7 +49,7 @@ def build_accelerator(cfg: Config):
     slurm_env_to_torch()
     use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
-    # DeepSpeed on CPU needs gloo named explicitly (FACTS.md); naming a backend in one process would
+    # DeepSpeed on CPU needs gloo named explicitly (docs/DISTRIBUTED.md); naming a backend in one process would
     # make accelerate expect a process group, so only when the launcher started several
     backend = "gloo" if use_cpu and distributed else None
     kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.train.dist_timeout_seconds))]

@@ -5,7 +5,7 @@ dtype from config; ``proj_out`` stays full precision because it is tied to the e
 ``prepare_model_for_kbit_training`` and puts LoRA on ``model.lora_target_modules``. Under DDP each
 rank loads its quantised copy onto its own device (``device_map={"": device}``).
 
-Merging (../shared/FACTS.md): ``merge_and_unload()`` on the 4-bit model re-quantises and loses the
+Merging (measured; see docs/TRAINING_MATRIX.md): ``merge_and_unload()`` on the 4-bit model re-quantises and loses the
 adapter. ``merge_to_full`` loads the base with the same quantisation in float32, dequantises it (the
 exact weights the adapter was trained against), applies the adapter and merges.
 """

@@ -30,7 +30,7 @@ ROOT = Path(__file__).parents[2]
 
 def launch(out_dir: Path, shards: Path, *overrides: str, cwd: Path | None = None, config_file: str | None = None,
            expect_ok: bool = True):
-    """`accelerate launch` 2 CPU processes: DDP (ACCELERATE_USE_CPU + --multi_gpu, see ../shared/FACTS.md) or a config file."""
+    """`accelerate launch` 2 CPU processes: DDP (ACCELERATE_USE_CPU + --multi_gpu, see docs/DISTRIBUTED.md) or a config file."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if config_file:
         engine = ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
@@ -69,7 +69,7 @@ def straight(shards, tmp_path_factory):
 
 def test_two_ranks_end_identical(straight):
     out, summary, _ = straight
-    assert summary["world_size"] == 2  # the FACTS.md trap: a wrong launch silently runs one process
+    assert summary["world_size"] == 2  # the CPU trap (docs/DISTRIBUTED.md): a wrong launch silently runs one process
     assert summary["steps"] == 8
     assert len(summary["param_digests"]) == 2 and summary["ranks_identical"]
     steps = losses(out)

