@@ -1,0 +1,57 @@
+"""Both ways to train - `mwc train` and `python -m mwc_dist.train` (what `accelerate launch -m` runs) - end with
+the same documented exit statuses: 0 done, 2 bad config or data, 3 diverged, 124 preempted (test_crashes.py).
+
+A diverging run needs NaN losses, which real data cannot be made to give on demand: the fault harness injects them
+(rank 0's loss is NaN from step 3 on) and then hands over to the real entry point, unchanged."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).parent
+ROOT = HERE.parents[1]
+MWC = Path(sys.executable).parent / "mwc"
+# the harness's Trainer patches, then the real `mwc` command line
+MWC_WITH_FAULTS = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import harness; from mwc_dist.cli import main; "
+                   "sys.exit(main(sys.argv[1:]))")
+
+
+def _args(shards: Path, out: Path) -> list[str]:
+    return [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
+            "train.per_device_train_batch_size=2", "train.eval_steps=-1", "data.num_workers=1",
+            "checkpoint.save_strategy=steps", "checkpoint.save_steps=2", "train.max_steps=8", "train.max_bad_steps=3",
+            "train.log_every_steps=1"]
+
+
+def _env(**extra) -> dict:
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+
+
+@pytest.mark.parametrize("entry", ["python -m mwc_dist.train", "mwc train"])
+def test_a_diverging_run_exits_3(demo_shards, tmp_path, entry):
+    out = tmp_path / "run"
+    if entry == "mwc train":
+        cmd = [sys.executable, "-c", MWC_WITH_FAULTS, str(HERE), "train", *_args(demo_shards, out)]
+    else:
+        cmd = [sys.executable, str(HERE / "harness.py"), *_args(demo_shards, out)]
+    proc = subprocess.run(cmd, env=_env(MWC_FAULT="nan-on-rank:0:3,4,5,6,7,8"), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 3, proc.stderr[-3000:]
+    assert "error: stopped at step 5: 3 optimizer steps in a row were skipped" in proc.stderr
+    assert "checkpoint-2" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("entry", [[sys.executable, "-m", "mwc_dist.train"], [str(MWC), "train"]])
+@pytest.mark.parametrize("bad, says", [
+    (["train.learning_rate=-1"], "train.learning_rate"),
+    (["train.max_stepz=3"], "train.max_steps"),  # a typo: the closest valid key is suggested
+    (["data.shard_dir=/nonexistent/shards"], "/nonexistent/shards"),  # bad data: refused in setup
+])
+def test_bad_config_or_data_exits_2(tmp_path, entry, bad, says):
+    proc = subprocess.run([*entry, f"train.output_dir={tmp_path / 'run'}", *bad], env=_env(), capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert says in proc.stderr and "Traceback" not in proc.stderr
