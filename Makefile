@@ -2,6 +2,7 @@
 #              QLoRA fine-tune (2 processes) -> distilled student -> eval -> exports -> demo_output/REPORT.md
 # make test  — the test suite
 # make gpu-check — the GPU-only checks (skips without CUDA)
+# make lint  — ruff check + ruff format --check (CI runs it before the tests)
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
 # extras, and the Debian packages that are missing (espeak-ng, slurm-wlm, munge).
 SHELL := /bin/bash
@@ -12,7 +13,7 @@ DEMO_DIR ?= demo_output
 EXTRAS ?= all
 PYTEST_ARGS ?=
 
-.PHONY: demo test gpu-check setup sysdeps clean
+.PHONY: demo test lint gpu-check setup sysdeps clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -42,6 +43,11 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ruff (configured in pyproject.toml): lint and formatting, as CI runs them
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # one script, on one GPU (under 8 minutes): NCCL, fp16/bf16 steps, QLoRA on CUDA NF4, ZeRO-2, loss goes down,
 # throughput; prints one table. Without CUDA it says SKIP and exits 0 (`tests/gpu/gpu_check.py --cpu-smoke` runs

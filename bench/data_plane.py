@@ -36,7 +36,7 @@ from mwc_dist.audio.features import LogMel  # noqa: E402
 from mwc_dist.config import DataConfig  # noqa: E402
 from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
-from mwc_dist.data.stream import TrainStream, Tokenize, build_train_loader, load_shard_set  # noqa: E402
+from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, load_shard_set  # noqa: E402
 from mwc_dist.models.tokenizer import load_tokenizer  # noqa: E402
 
 
@@ -59,8 +59,19 @@ def join_long(src: Path, dst: Path, per_clip: int) -> None:
 
 def ours(shard_dir: Path, tokenize: Tokenize, batch: int, log_mel: LogMel | None) -> tuple[int, float]:
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), "train")
-    stream = TrainStream(shards, tokenize, batch_size=batch, seed=0, epoch=0, rank=0, world_size=1, num_workers=1,
-                         shuffle_buffer=100, bucket_size=8, max_samples=480000)
+    stream = TrainStream(
+        shards,
+        tokenize,
+        batch_size=batch,
+        seed=0,
+        epoch=0,
+        rank=0,
+        world_size=1,
+        num_workers=1,
+        shuffle_buffer=100,
+        bucket_size=8,
+        max_samples=480000,
+    )
     clips, start = 0, time.perf_counter()
     for b in build_train_loader(stream):
         if b is None:
@@ -77,15 +88,18 @@ def baseline(source: Path, tokenizer, batch: int) -> tuple[int, float]:
     from transformers import WhisperFeatureExtractor
 
     rows = list(csv.DictReader(open(source / "metadata.csv", encoding="utf-8")))
-    ds = datasets.Dataset.from_dict({"audio": [str(source / r["file_name"]) for r in rows],
-                                     "sentence": [r["text"] for r in rows]})
+    ds = datasets.Dataset.from_dict(
+        {"audio": [str(source / r["file_name"]) for r in rows], "sentence": [r["text"] for r in rows]}
+    )
     fe = WhisperFeatureExtractor()
 
     def prepare(example):  # the example's prepare_dataset, run on the fly
         d = decode(example["audio"][0])
         array = to_mono_16k(d.samples, d.source_rate, 16000)
-        return {"input_features": [fe(array, sampling_rate=16000).input_features[0]],
-                "labels": [tokenizer(example["sentence"][0]).input_ids]}
+        return {
+            "input_features": [fe(array, sampling_rate=16000).input_features[0]],
+            "labels": [tokenizer(example["sentence"][0]).input_ids],
+        }
 
     ds = ds.with_transform(prepare)
     clips, start = 0, time.perf_counter()
@@ -115,8 +129,13 @@ def main() -> None:
         make_demo_corpus(tmp / "short", count=args.utterances, test_fraction=0.0, progress=False)
         join_long(tmp / "short", tmp / "long", 8)
         for corpus in ("short", "long"):
-            cfg = DataConfig(source=str(tmp / corpus), train_split_ratio=1.0, validation_split_ratio=0.0,
-                             test_split_ratio=0.0, shard_samples=16)
+            cfg = DataConfig(
+                source=str(tmp / corpus),
+                train_split_ratio=1.0,
+                validation_split_ratio=0.0,
+                test_split_ratio=0.0,
+                shard_samples=16,
+            )
             summary = shard_source(cfg, tmp / f"{corpus}-shards", workers=1, progress=False, log=lambda _: None)
             seconds = summary["splits"]["train"]["hours"] * 3600
             n_clips = summary["splits"]["train"]["num_samples"]
@@ -130,8 +149,10 @@ def main() -> None:
             base = results["baseline (HF example path)"][0] / results["baseline (HF example path)"][1]
             for name, (clips, wall) in results.items():
                 rate = clips / wall
-                print(f"  {name:<40} {clips:5d} clips in {wall:6.2f} s  {rate:8.1f} clips/s  {1000 / rate:7.2f} ms/clip"
-                      f"  {rate / base:6.2f}x")
+                print(
+                    f"  {name:<40} {clips:5d} clips in {wall:6.2f} s  {rate:8.1f} clips/s  {1000 / rate:7.2f} ms/clip"
+                    f"  {rate / base:6.2f}x"
+                )
             ratios.append(results["ours, log-mel on this CPU"][0] / results["ours, log-mel on this CPU"][1] / base)
     print("baseline: datasets + WhisperFeatureExtractor (numpy) + the HF example's collator, same clips, same thread")
     print(f"ratio={min(ratios):.2f}")

@@ -50,8 +50,12 @@ def model_flops_per_sample(model, trainable_only: bool) -> float:
 
 def measure(preset: str, method: str, device: str, batch: int, steps: int, dtype) -> dict:
     torch.manual_seed(0)
-    cfg = ModelConfig(base_model=preset, use_lora=method == "lora", use_4bit_quantization=method == "qlora",
-                      bnb_4bit_compute_dtype="bfloat16")
+    cfg = ModelConfig(
+        base_model=preset,
+        use_lora=method == "lora",
+        use_4bit_quantization=method == "qlora",
+        bnb_4bit_compute_dtype="bfloat16",
+    )
     model, _ = build_model(cfg, seed=0, device=device)
     model.to(device).train()
     window = model.config.max_source_positions * 2 / 100  # seconds of audio the encoder sees
@@ -85,18 +89,26 @@ def measure(preset: str, method: str, device: str, batch: int, steps: int, dtype
     seconds = (time.perf_counter() - start) / steps
     flops = model_flops_per_sample(model, trainable_only=method != "full") * batch / seconds
     memory = torch.cuda.max_memory_allocated() / 2**30 if device.startswith("cuda") else float("nan")
-    del model, opt
+    model = opt = None  # free the device memory before the next preset
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
-    return {"samples_s": batch / seconds, "audio_h_per_h": batch * window / seconds, "tflops": flops / 1e12,
-            "step_s": seconds, "memory_gib": memory}
+    return {
+        "samples_s": batch / seconds,
+        "audio_h_per_h": batch * window / seconds,
+        "tflops": flops / 1e12,
+        "step_s": seconds,
+        "memory_gib": memory,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--presets", default=None, help="default: whisper-small-random,whisper-medium-random on CUDA, "
-                                                         "tiny-random (a smoke test) on CPU")
+    parser.add_argument(
+        "--presets",
+        default=None,
+        help="default: whisper-small-random,whisper-medium-random on CUDA, tiny-random (a smoke test) on CPU",
+    )
     parser.add_argument("--methods", default="full,lora,qlora")
     parser.add_argument("--batch", type=int, default=None, help="default: 16 on CUDA, 2 on CPU")
     parser.add_argument("--steps", type=int, default=None, help="default: 10 on CUDA, 2 on CPU")
@@ -117,8 +129,11 @@ def main() -> None:
         for method in args.methods.split(","):
             r = measure(preset, method, args.device, args.batch, args.steps, torch.bfloat16)
             mfu = f"{100 * r['tflops'] / peak:5.1f}%" if peak else "  n/a"
-            print(f"  {preset:<22} {method:<6} bf16  {r['samples_s']:8.2f} samples/s  {r['audio_h_per_h']:9.1f} audio-h/h  "
-                  f"{r['tflops']:7.2f} TFLOP/s  MFU {mfu}  {r['memory_gib']:6.1f} GiB peak")
+            print(
+                f"  {preset:<22} {method:<6} bf16  {r['samples_s']:8.2f} samples/s  "
+                f"{r['audio_h_per_h']:9.1f} audio-h/h  "
+                f"{r['tflops']:7.2f} TFLOP/s  MFU {mfu}  {r['memory_gib']:6.1f} GiB peak"
+            )
             if first is None and method == "full":
                 first = (preset, r)
     preset, bf16 = first

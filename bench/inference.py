@@ -87,28 +87,40 @@ def main() -> None:
         from mwc_dist.data.shard import shard_source
 
         needed = args.clips * (10 if args.long_form else 1)
-        make_demo_corpus(tmp / "speech", language=args.language, count=max(40, needed * 5), test_fraction=0.2,
-                         progress=False)
-        shard_source(DataConfig(source=str(tmp / "speech"), language=args.language), tmp / "shards", workers=1,
-                     progress=False, log=lambda _: None)
+        make_demo_corpus(
+            tmp / "speech", language=args.language, count=max(40, needed * 5), test_fraction=0.2, progress=False
+        )
+        shard_source(
+            DataConfig(source=str(tmp / "speech"), language=args.language),
+            tmp / "shards",
+            workers=1,
+            progress=False,
+            log=lambda _: None,
+        )
         clips, _, _ = clips_from_shards(tmp / "shards", "test", needed)
         if args.long_form:
             clips = long_windows(clips, args.clips)
         export_onnx(model, tmp / "onnx", 17, optimize=False)
         export_ct2(model, tmp / "ct2_int8", "int8")
         seconds = sum(len(c) for c in clips) / 16000
-        print(f"workload: {'long-form 30-s windows' if args.long_form else 'short clips'}, {len(clips)} inputs, "
-              f"{seconds:.1f} s of audio, batch {args.batch}, at most {max_new} new tokens")
+        print(
+            f"workload: {'long-form 30-s windows' if args.long_form else 'short clips'}, {len(clips)} inputs, "
+            f"{seconds:.1f} s of audio, batch {args.batch}, at most {max_new} new tokens"
+        )
         results = {}
-        for name, load in (("pytorch eager", lambda: load_backend("pytorch", model)),
-                           ("onnxruntime", lambda: load_backend("onnx", tmp / "onnx")),
-                           ("onnx via optimum", lambda: optimum_backend(tmp / "onnx")),
-                           ("ctranslate2 int8", lambda: load_backend("ct2", tmp / "ct2_int8", "int8"))):
+        for name, load in (
+            ("pytorch eager", lambda: load_backend("pytorch", model)),
+            ("onnxruntime", lambda: load_backend("onnx", tmp / "onnx")),
+            ("onnx via optimum", lambda: optimum_backend(tmp / "onnx")),
+            ("ctranslate2 int8", lambda: load_backend("ct2", tmp / "ct2_int8", "int8")),
+        ):
             backend = load()
             backend.generate(backend.features(clips[: args.batch]), args.language, "transcribe", max_new)  # warm-up
             start, count = time.perf_counter(), 0
             for i in range(0, len(clips), args.batch):
-                ids = backend.generate(backend.features(clips[i : i + args.batch]), args.language, "transcribe", max_new)
+                ids = backend.generate(
+                    backend.features(clips[i : i + args.batch]), args.language, "transcribe", max_new
+                )
                 count += sum(map(len, ids))
             results[name] = time.perf_counter() - start
             with torch.no_grad():  # where the time goes: the encoder alone, same inputs
@@ -117,12 +129,17 @@ def main() -> None:
                     backend.encode(backend.features(clips[i : i + args.batch]))
                 encoder = time.perf_counter() - start
             per_token = 1000 * (results[name] - encoder) / max(count, 1)
-            print(f"{name:<18} {results[name]:7.2f} s, {count:4d} tokens: {seconds / results[name]:6.1f}x real time, "
-                  f"{results['pytorch eager'] / results[name]:.2f}x PyTorch (encoder {encoder:.2f} s, "
-                  f"then {per_token:.0f} ms per token)", flush=True)
+            print(
+                f"{name:<18} {results[name]:7.2f} s, {count:4d} tokens: {seconds / results[name]:6.1f}x real time, "
+                f"{results['pytorch eager'] / results[name]:.2f}x PyTorch (encoder {encoder:.2f} s, "
+                f"then {per_token:.0f} ms per token)",
+                flush=True,
+            )
             del backend
-    print(f"onnxruntime vs pytorch eager: {results['pytorch eager'] / results['onnxruntime']:.2f}x (goal >= 1.5x); "
-          f"vs optimum's generate on the same ONNX files: {results['onnx via optimum'] / results['onnxruntime']:.2f}x")
+    print(
+        f"onnxruntime vs pytorch eager: {results['pytorch eager'] / results['onnxruntime']:.2f}x (goal >= 1.5x); "
+        f"vs optimum's generate on the same ONNX files: {results['onnx via optimum'] / results['onnxruntime']:.2f}x"
+    )
     print("baseline: PyTorch eager greedy generate of the same model on the same audio, same run")
     print(f"ratio={results['pytorch eager'] / results['ctranslate2 int8']:.2f}")
 

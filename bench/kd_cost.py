@@ -37,7 +37,9 @@ def main() -> None:
     args = parser.parse_args()
     from transformers import WhisperForConditionalGeneration
 
-    teacher = WhisperForConditionalGeneration.from_pretrained(materialize_preset(args.preset, 0)).eval().requires_grad_(False)
+    teacher = (
+        WhisperForConditionalGeneration.from_pretrained(materialize_preset(args.preset, 0)).eval().requires_grad_(False)
+    )
     student, _ = make_student(teacher, args.student_layers)
     student.train().model.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-5)
@@ -70,14 +72,19 @@ def main() -> None:
             def step():
                 with torch.no_grad():
                     encoded = short.get_encoder()(short_features)
-                    teacher_in = {"encoder_outputs": encoded} if teacher_window == "student" else {"input_features": features}
+                    teacher_in = (
+                        {"encoder_outputs": encoded} if teacher_window == "student" else {"input_features": features}
+                    )
                     t = teacher(**teacher_in, labels=labels).logits
                 s = short(encoder_outputs=encoded, labels=labels).logits
                 distillation_loss(s, t, labels, 2.0, 0.5)[0].backward()
+
             return step
 
-        steps += [(f"kd_{args.window_seconds}s_student_window", kd_short("student")),
-                  (f"kd_{args.window_seconds}s_own_window", kd_short("own"))]
+        steps += [
+            (f"kd_{args.window_seconds}s_student_window", kd_short("student")),
+            (f"kd_{args.window_seconds}s_own_window", kd_short("own")),
+        ]
     times = {}
     for i, (name, step) in enumerate(steps):  # steps[3:]: the shorter-window student
         step()  # warm-up
@@ -88,8 +95,10 @@ def main() -> None:
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
         times[name] = (time.perf_counter() - start) / args.steps
-        print(f"{name:<24} {times[name]:.3f} s/step  ({args.preset} teacher, {args.student_layers}-layer student, "
-              f"batch {args.batch}, {args.window_seconds if i >= 3 else 30} s of audio per clip)")
+        print(
+            f"{name:<24} {times[name]:.3f} s/step  ({args.preset} teacher, {args.student_layers}-layer student, "
+            f"batch {args.batch}, {args.window_seconds if i >= 3 else 30} s of audio per clip)"
+        )
     print(f"without the shared encoder: {times['kd_own_encoder'] / times['ce_only']:.2f}x the CE-only step")
     for name in [n for n, _ in steps[3:]]:
         print(f"{name}: {times[name] / times['ce_only']:.2f}x the CE-only step of the 30-s student")

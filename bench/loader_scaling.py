@@ -27,7 +27,7 @@ from data_plane import join_long  # noqa: E402
 from mwc_dist.config import DataConfig  # noqa: E402
 from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
-from mwc_dist.data.stream import TrainStream, Tokenize, build_train_loader, load_shard_set  # noqa: E402
+from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, load_shard_set  # noqa: E402
 from mwc_dist.models.tokenizer import load_tokenizer  # noqa: E402
 
 
@@ -36,8 +36,19 @@ def run(shard_dir: Path, tokenize: Tokenize, batch: int, workers: int, epochs: i
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), "train")
     start, n, seconds, steady_n, steady_s = time.perf_counter(), 0, 0.0, 0, 0.0
     for epoch in range(epochs):
-        stream = TrainStream(shards, tokenize, batch_size=batch, seed=0, epoch=epoch, rank=0, world_size=1,
-                             num_workers=workers, shuffle_buffer=200, bucket_size=4, max_samples=480000)
+        stream = TrainStream(
+            shards,
+            tokenize,
+            batch_size=batch,
+            seed=0,
+            epoch=epoch,
+            rank=0,
+            world_size=1,
+            num_workers=workers,
+            shuffle_buffer=200,
+            bucket_size=4,
+            max_samples=480000,
+        )
         first = None
         for b in build_train_loader(stream):  # worker start-up included: a training epoch pays it too
             if b is not None:
@@ -65,18 +76,32 @@ def main() -> None:
         tmp = Path(tmp)
         make_demo_corpus(tmp / "short", count=args.utterances, test_fraction=0.0, progress=False)
         join_long(tmp / "short", tmp / "data", 8)
-        shard_source(DataConfig(source=str(tmp / "data"), train_split_ratio=1.0, validation_split_ratio=0.0,
-                                test_split_ratio=0.0, shard_samples=8), tmp / "shards", workers=None,
-                     progress=False, log=lambda _: None)
+        shard_source(
+            DataConfig(
+                source=str(tmp / "data"),
+                train_split_ratio=1.0,
+                validation_split_ratio=0.0,
+                test_split_ratio=0.0,
+                shard_samples=8,
+            ),
+            tmp / "shards",
+            workers=None,
+            progress=False,
+            log=lambda _: None,
+        )
         run(tmp / "shards", tokenize, args.batch, 1, 1)  # warm-up (page cache, imports)
         for workers in sorted({1, args.workers}):
             n, seconds, wall, steady = run(tmp / "shards", tokenize, args.batch, workers, args.epochs)
             rates[workers] = n / wall
-            print(f"workers={workers}: {n} batches of {args.batch} in {wall:6.2f} s -> {n / wall:7.1f} batches/s, "
-                  f"{n * args.batch / wall:7.1f} clips/s, {seconds / wall:7.0f}x real time; "
-                  f"after each epoch's first batch {steady:7.1f} batches/s")
-    print(f"machine: {os.cpu_count()} cores; baseline: the same loader with 1 worker (in the main process); "
-          f"ratio over whole epochs, worker start-up included")
+            print(
+                f"workers={workers}: {n} batches of {args.batch} in {wall:6.2f} s -> {n / wall:7.1f} batches/s, "
+                f"{n * args.batch / wall:7.1f} clips/s, {seconds / wall:7.0f}x real time; "
+                f"after each epoch's first batch {steady:7.1f} batches/s"
+            )
+    print(
+        f"machine: {os.cpu_count()} cores; baseline: the same loader with 1 worker (in the main process); "
+        f"ratio over whole epochs, worker start-up included"
+    )
     print(f"ratio={rates[args.workers] / rates[1]:.2f}")
 
 

@@ -108,12 +108,24 @@ def hf_trainer(model_name: str, batches: list[dict], out: Path) -> list[float]:
             times.append(time.perf_counter() - last[0])
 
     args = Seq2SeqTrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=len(batches[0]["keys"]), max_steps=len(batches),
-        learning_rate=LR, weight_decay=0.0, lr_scheduler_type="linear", max_grad_norm=1.0, save_strategy="no",
-        eval_strategy="no", report_to=[], logging_steps=10, use_cpu=True, dataloader_num_workers=0,
-        remove_unused_columns=False, disable_tqdm=True, seed=42)
-    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, data_collator=collate,
-                             callbacks=[StepTimes()])
+        output_dir=str(out),
+        per_device_train_batch_size=len(batches[0]["keys"]),
+        max_steps=len(batches),
+        learning_rate=LR,
+        weight_decay=0.0,
+        lr_scheduler_type="linear",
+        max_grad_norm=1.0,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        logging_steps=10,
+        use_cpu=True,
+        dataloader_num_workers=0,
+        remove_unused_columns=False,
+        disable_tqdm=True,
+        seed=42,
+    )
+    trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepTimes()])
     trainer.train()
     return times[WARMUP:]
 
@@ -127,28 +139,56 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         make_demo_corpus(tmp / "data", count=max(80, args.batch * (args.steps + 4) * 2), progress=False)
-        shard_source(DataConfig(source=str(tmp / "data"), shard_samples=16), tmp / "shards", workers=1,
-                     progress=False, log=lambda _: None)
-        cfg = load_config(None, [f"data.shard_dir={tmp / 'shards'}", f"train.output_dir={tmp / 'run'}",
-                                 f"model.base_model={args.model}", "model.language=es", "data.num_workers=1",
-                                 f"train.per_device_train_batch_size={args.batch}", f"train.max_steps={args.steps}",
-                                 f"train.learning_rate={LR}", "train.lr_scheduler_type=linear", "train.eval_steps=-1",
-                                 "checkpoint.save_strategy=no", "train.log_every_steps=10", "train.seed=42"])
+        shard_source(
+            DataConfig(source=str(tmp / "data"), shard_samples=16),
+            tmp / "shards",
+            workers=1,
+            progress=False,
+            log=lambda _: None,
+        )
+        cfg = load_config(
+            None,
+            [
+                f"data.shard_dir={tmp / 'shards'}",
+                f"train.output_dir={tmp / 'run'}",
+                f"model.base_model={args.model}",
+                "model.language=es",
+                "data.num_workers=1",
+                f"train.per_device_train_batch_size={args.batch}",
+                f"train.max_steps={args.steps}",
+                f"train.learning_rate={LR}",
+                "train.lr_scheduler_type=linear",
+                "train.eval_steps=-1",
+                "checkpoint.save_strategy=no",
+                "train.log_every_steps=10",
+                "train.seed=42",
+            ],
+        )
         probe = train_module.Trainer(cfg)
         probe.setup()
-        batches = [b for b in itertools.islice(train_module.build_train_loader(probe.stream(0)), args.steps * 2)
-                   if b is not None][: args.steps]
+        batches = [
+            b
+            for b in itertools.islice(train_module.build_train_loader(probe.stream(0)), args.steps * 2)
+            if b is not None
+        ][: args.steps]
         probe.tracker.finish()
         del probe
-        results = {"bare PyTorch loop": bare(args.model, batches), "ours (Trainer.train)": ours(cfg, batches),
-                   "HF Seq2SeqTrainer": hf_trainer(args.model, batches, tmp / "hf")}
+        results = {
+            "bare PyTorch loop": bare(args.model, batches),
+            "ours (Trainer.train)": ours(cfg, batches),
+            "HF Seq2SeqTrainer": hf_trainer(args.model, batches, tmp / "hf"),
+        }
     base = statistics.median(results["bare PyTorch loop"])
-    print(f"{args.model}, batch {args.batch}, {args.steps} steps ({WARMUP} warm-up not timed), "
-          f"{torch.get_num_threads()} threads")
+    print(
+        f"{args.model}, batch {args.batch}, {args.steps} steps ({WARMUP} warm-up not timed), "
+        f"{torch.get_num_threads()} threads"
+    )
     for name, times in results.items():
         med = statistics.median(times)
-        print(f"  {name:<22} median {med * 1000:8.1f} ms/step  mean {statistics.mean(times) * 1000:8.1f}  "
-              f"{med / base:5.3f}x bare")
+        print(
+            f"  {name:<22} median {med * 1000:8.1f} ms/step  mean {statistics.mean(times) * 1000:8.1f}  "
+            f"{med / base:5.3f}x bare"
+        )
     print("baseline: a bare PyTorch loop (same model, batches, optimizer, schedule, clipping) in the same process")
     print(f"ratio={statistics.median(results['ours (Trainer.train)']) / base:.3f}")
 

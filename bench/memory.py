@@ -65,8 +65,11 @@ def worker(mode: str, preset: str, steps: int, batch: int) -> dict:
         model(input_features=features, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    out = {"mode": mode, "seconds_per_step": (time.perf_counter() - start) / steps,
-           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+    out = {
+        "mode": mode,
+        "seconds_per_step": (time.perf_counter() - start) / steps,
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
     if device == "cuda":
         out["peak_bytes"] = torch.cuda.max_memory_allocated()
     else:
@@ -112,12 +115,30 @@ def main() -> None:
     results = {}
     for allocator, env in ALLOCATORS.items():
         for mode in ("full", "qlora"):
-            proc = subprocess.run([sys.executable, __file__, "--worker", mode, "--preset", args.preset, "--steps",
-                                   str(args.steps), "--batch", str(args.batch)], capture_output=True, text=True,
-                                  check=True, env=dict(os.environ, **env))
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--worker",
+                    mode,
+                    "--preset",
+                    args.preset,
+                    "--steps",
+                    str(args.steps),
+                    "--batch",
+                    str(args.batch),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+                env=dict(os.environ, **env),
+            )
             results[allocator, mode] = r = json.loads(proc.stdout.strip().splitlines()[-1])
-            print(f"{mode:<6} {args.preset}, {allocator:<32}: peak +{r['peak_bytes'] / 2**20:8.1f} MiB, "
-                  f"{r['trainable'] / 1e6:7.2f} M trainable, {r['seconds_per_step']:.2f} s/step (batch {args.batch} x 30 s)")
+            print(
+                f"{mode:<6} {args.preset}, {allocator:<32}: peak +{r['peak_bytes'] / 2**20:8.1f} MiB, "
+                f"{r['trainable'] / 1e6:7.2f} M trainable, {r['seconds_per_step']:.2f} s/step "
+                f"(batch {args.batch} x 30 s)"
+            )
         ratio = results[allocator, "qlora"]["peak_bytes"] / results[allocator, "full"]["peak_bytes"]
         print(f"  QLoRA / full with {allocator}: {ratio:.3f}")
     print("baseline: full fine-tuning (AdamW on all parameters) of the same model, same batch, same run")

@@ -77,8 +77,11 @@ def main() -> None:
                 hours, wall, cpu = run(tmp / fmt, out, workers)
                 shutil.rmtree(out)
                 results[(fmt, workers)] = hours / (wall / 60)
-                print(f"{fmt:<5} workers={workers}  {hours * 3600:8.1f} s of audio in {wall:6.2f} s wall, {cpu:6.2f} s CPU"
-                      f"  -> {hours / (cpu / 60):6.2f} audio-h per core-min, {hours * 3600 / wall:6.1f}x real time")
+                print(
+                    f"{fmt:<5} workers={workers}  {hours * 3600:8.1f} s of audio in {wall:6.2f} s wall, "
+                    f"{cpu:6.2f} s CPU"
+                    f"  -> {hours / (cpu / 60):6.2f} audio-h per core-min, {hours * 3600 / wall:6.1f}x real time"
+                )
     print(f"machine: {os.cpu_count()} cores; baseline: the same shard pipeline with 1 process")
     print(f"ratio={results[('flac', args.workers)] / results[('flac', 1)]:.2f}")
 

@@ -50,7 +50,7 @@ class TrainState:
         return json.dumps(asdict(self), indent=2)
 
     @classmethod
-    def from_file(cls, path: Path) -> "TrainState":
+    def from_file(cls, path: Path) -> TrainState:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in json.loads(Path(path).read_text()).items() if k in known})
 
@@ -121,8 +121,10 @@ def resolve_resume(spec: str | None, output_dir: Path, log=print) -> Path | None
     path = Path(spec)
     why = problem(path)
     if why is not None:
-        raise ValueError(f"checkpoint.resume_from_checkpoint: {path} is not a complete checkpoint ({why}); "
-                         f"use 'latest' (the newest complete one) or another checkpoint-* folder")
+        raise ValueError(
+            f"checkpoint.resume_from_checkpoint: {path} is not a complete checkpoint ({why}); "
+            f"use 'latest' (the newest complete one) or another checkpoint-* folder"
+        )
     return path
 
 
@@ -147,8 +149,18 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def save_checkpoint(accelerator, model, processor, scheduler, state: TrainState, output_dir: Path, config_yaml: str,
-                    keep_last: int, greater_is_better: bool, metric: float | None = None) -> Path:
+def save_checkpoint(
+    accelerator,
+    model,
+    processor,
+    scheduler,
+    state: TrainState,
+    output_dir: Path,
+    config_yaml: str,
+    keep_last: int,
+    greater_is_better: bool,
+    metric: float | None = None,
+) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
     from accelerate.utils import gather_object
 

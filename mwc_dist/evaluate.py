@@ -37,8 +37,17 @@ def _quiet_transformers():
 
 
 @torch.no_grad()
-def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, language: str | None, task: str,
-                   max_length: int, num_beams: int = 1, synced_gpus: bool = False) -> list[str]:
+def generate_batch(
+    model,
+    log_mel: LogMel,
+    batch: dict[str, Any],
+    tokenizer,
+    language: str | None,
+    task: str,
+    max_length: int,
+    num_beams: int = 1,
+    synced_gpus: bool = False,
+) -> list[str]:
     device = next(model.parameters()).device
     dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
     features = log_mel(batch["audio"].to(device)).to(dtype if dtype.is_floating_point else torch.float32)
@@ -61,8 +70,21 @@ def generate_batch(model, log_mel: LogMel, batch: dict[str, Any], tokenizer, lan
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 
 
-def evaluate(accelerator, model, processor, shards: ShardSet, *, language: str | None, task: str, batch_size: int,
-             max_length: int, out_dir: Path | None, limit: int = 0, num_beams: int = 1, step: int | None = None) -> dict:
+def evaluate(
+    accelerator,
+    model,
+    processor,
+    shards: ShardSet,
+    *,
+    language: str | None,
+    task: str,
+    batch_size: int,
+    max_length: int,
+    out_dir: Path | None,
+    limit: int = 0,
+    num_beams: int = 1,
+    step: int | None = None,
+) -> dict:
     """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files."""
     from accelerate.utils import gather_object
 
@@ -73,17 +95,27 @@ def evaluate(accelerator, model, processor, shards: ShardSet, *, language: str |
     log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
     tokenize = Tokenize(processor.tokenizer, language, task)
     rows, start, seconds = [], time.perf_counter(), 0.0
-    batches = eval_batches(shards, tokenize, batch_size=batch_size, rank=accelerator.process_index,
-                           world_size=accelerator.num_processes, max_samples=fe.n_samples, limit=limit)
+    batches = eval_batches(
+        shards,
+        tokenize,
+        batch_size=batch_size,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        max_samples=fe.n_samples,
+        limit=limit,
+    )
     zero3 = _is_zero3(accelerator)
     for batch in _lockstep(accelerator, batches, fe.n_samples, language) if zero3 else batches:
-        predictions = generate_batch(unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams,
-                                     synced_gpus=zero3)
+        predictions = generate_batch(
+            unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams, synced_gpus=zero3
+        )
         if batch.get("filler"):
             continue
         seconds += batch["seconds"]
-        rows += [{"key": k, "reference": r, "prediction": p, "language": lang}
-                 for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])]
+        rows += [
+            {"key": k, "reference": r, "prediction": p, "language": lang}
+            for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
+        ]
     took = time.perf_counter() - start
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
     timings = gather_object([(took, seconds)])
@@ -128,8 +160,18 @@ def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:
     os.replace(tmp, out_dir / "metrics.json")
 
 
-def run_eval(model_dir: str, data_dir: str, out_dir: str, split: str = "validation", language: str | None = None,
-             task: str = "transcribe", batch_size: int = 8, max_length: int = 128, limit: int = 0, num_beams: int = 1) -> dict:
+def run_eval(
+    model_dir: str,
+    data_dir: str,
+    out_dir: str,
+    split: str = "validation",
+    language: str | None = None,
+    task: str = "transcribe",
+    batch_size: int = 8,
+    max_length: int = 128,
+    limit: int = 0,
+    num_beams: int = 1,
+) -> dict:
     """`mwc eval`: load a model folder and evaluate it on a shard folder's split."""
     from mwc_dist.config import Config, DataConfig, ModelConfig
     from mwc_dist.data.stream import load_shard_set
@@ -140,8 +182,19 @@ def run_eval(model_dir: str, data_dir: str, out_dir: str, split: str = "validati
     model, processor = build_model(ModelConfig(base_model=model_dir))
     model.to(accelerator.device)
     shards = load_shard_set(DataConfig(shard_dir=data_dir), split)
-    metrics = evaluate(accelerator, model, processor, shards, language=language, task=task, batch_size=batch_size,
-                       max_length=max_length, out_dir=Path(out_dir), limit=limit, num_beams=num_beams)
+    metrics = evaluate(
+        accelerator,
+        model,
+        processor,
+        shards,
+        language=language,
+        task=task,
+        batch_size=batch_size,
+        max_length=max_length,
+        out_dir=Path(out_dir),
+        limit=limit,
+        num_beams=num_beams,
+    )
     if accelerator.is_main_process:
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
     return metrics

@@ -8,7 +8,8 @@ Layout: ``OUT/safetensors/`` (weights, configs, processor, MODEL_CARD.md), ``OUT
 ``OUT/ct2/`` (model.bin + tokenizer for faster-whisper), ``OUT/parity.json``.
 
 Parity, every export: greedy token ids of ONNX Runtime and CTranslate2 against PyTorch on real clips,
-and the encoder's max-abs difference (relative to its largest activation). float32 exports must give identical ids; int8/float16
+and the encoder's max-abs difference (relative to its largest activation). float32 exports must give identical ids;
+int8/float16
 CTranslate2 may differ by at most one WER point (against the references, or PyTorch's own output when
 there are none). A failed check raises ``ExportError`` naming the format; the numbers are in parity.json.
 """
@@ -51,8 +52,15 @@ def model_card(model_dir: Path, metrics: dict | None, train_hours: float | None,
         lines.append("")
     if train_hours is not None:
         lines += [f"Training data: {train_hours:.3f} hours of audio.", ""]
-    lines += ["## Use", "", "```python", "from transformers import pipeline",
-              f'asr = pipeline("automatic-speech-recognition", model="{model_dir.name}")', "```", ""]
+    lines += [
+        "## Use",
+        "",
+        "```python",
+        "from transformers import pipeline",
+        f'asr = pipeline("automatic-speech-recognition", model="{model_dir.name}")',
+        "```",
+        "",
+    ]
     if config_yaml:
         lines += ["## Training configuration", "", "```yaml", config_yaml.strip(), "```", ""]
     return "\n".join(lines)
@@ -79,8 +87,14 @@ def export_onnx(model_dir: Path, out: Path, opset: int, optimize: bool) -> None:
     from transformers import WhisperConfig
 
     config = WhisperConfig.from_pretrained(model_dir)
-    main_export(str(model_dir), output=str(out), task="automatic-speech-recognition-with-past", opset=opset,
-                nb_max_frames=2 * config.max_source_positions, do_validation=False)
+    main_export(
+        str(model_dir),
+        output=str(out),
+        task="automatic-speech-recognition-with-past",
+        opset=opset,
+        nb_max_frames=2 * config.max_source_positions,
+        do_validation=False,
+    )
     if optimize:
         from optimum.onnxruntime import ORTModelForSpeechSeq2Seq, ORTOptimizer
         from optimum.onnxruntime.configuration import OptimizationConfig
@@ -95,12 +109,20 @@ def export_onnx(model_dir: Path, out: Path, opset: int, optimize: bool) -> None:
 def export_ct2(model_dir: Path, out: Path, quantization: str) -> None:
     import ctranslate2
 
-    ctranslate2.converters.TransformersConverter(str(model_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
-                                                 ).convert(str(out), quantization=quantization, force=True)
+    ctranslate2.converters.TransformersConverter(
+        str(model_dir), copy_files=["tokenizer.json", "preprocessor_config.json"]
+    ).convert(str(out), quantization=quantization, force=True)
 
 
-def check_parity(model_dir: Path, exports: dict[str, tuple[Path, str]], clips: list[np.ndarray], references: list[str] | None,
-                 language: str | None, task: str, max_new_tokens: int = 64) -> dict[str, Any]:
+def check_parity(
+    model_dir: Path,
+    exports: dict[str, tuple[Path, str]],
+    clips: list[np.ndarray],
+    references: list[str] | None,
+    language: str | None,
+    task: str,
+    max_new_tokens: int = 64,
+) -> dict[str, Any]:
     """Compare each export's greedy ids and encoder output with PyTorch's; raise ExportError on a failure."""
     from mwc_dist.inference import load_backend
     from mwc_dist.metrics import compute_metrics
@@ -111,11 +133,16 @@ def check_parity(model_dir: Path, exports: dict[str, tuple[Path, str]], clips: l
     ref_enc = reference.encode(features)
     decode = reference.processor.tokenizer.batch_decode
     truth = references or decode(ref_ids, skip_special_tokens=True)
-    report: dict[str, Any] = {"clips": len(clips), "language": language,
-                              "pytorch": {"wer": compute_metrics(truth, decode(ref_ids, skip_special_tokens=True), language)["wer"]}}
+    report: dict[str, Any] = {
+        "clips": len(clips),
+        "language": language,
+        "pytorch": {"wer": compute_metrics(truth, decode(ref_ids, skip_special_tokens=True), language)["wer"]},
+    }
     failures = []
     for name, (path, precision) in exports.items():
-        backend = load_backend("ct2" if name == "ct2" else "onnx", path, compute_type=precision if name == "ct2" else "default")
+        backend = load_backend(
+            "ct2" if name == "ct2" else "onnx", path, compute_type=precision if name == "ct2" else "default"
+        )
         start = time.perf_counter()
         ids = backend.generate(features, language, task, max_new_tokens)
         took = time.perf_counter() - start
@@ -123,25 +150,44 @@ def check_parity(model_dir: Path, exports: dict[str, tuple[Path, str]], clips: l
         enc_rel = enc_diff / float(np.abs(ref_enc).max())
         wer = compute_metrics(truth, decode(ids, skip_special_tokens=True), language)["wer"]
         identical = sum(a == b for a, b in zip(ids, ref_ids))
-        entry = {"precision": precision, "identical_clips": identical, "encoder_max_abs_diff": enc_diff,
-                 "encoder_rel_diff": enc_rel, "wer": wer,
-                 "wer_diff_points": 100 * (wer - report["pytorch"]["wer"]), "decode_seconds": took}
+        entry = {
+            "precision": precision,
+            "identical_clips": identical,
+            "encoder_max_abs_diff": enc_diff,
+            "encoder_rel_diff": enc_rel,
+            "wer": wer,
+            "wer_diff_points": 100 * (wer - report["pytorch"]["wer"]),
+            "decode_seconds": took,
+        }
         if precision == "float32":
             entry["ok"] = identical == len(clips) and enc_rel <= ENCODER_TOLERANCE["float32"]
         else:
             entry["ok"] = abs(entry["wer_diff_points"]) <= 1.0 and enc_rel <= ENCODER_TOLERANCE[precision]
         report[name] = entry
         if not entry["ok"]:
-            failures.append(f"{name} ({precision}): {identical}/{len(clips)} clips with PyTorch's tokens, "
-                            f"encoder max-abs diff {enc_diff:.2e} ({enc_rel:.1e} of its largest value), WER {wer:.3f} vs PyTorch {report['pytorch']['wer']:.3f}")
+            failures.append(
+                f"{name} ({precision}): {identical}/{len(clips)} clips with PyTorch's tokens, "
+                f"encoder max-abs diff {enc_diff:.2e} ({enc_rel:.1e} of its largest value), "
+                f"WER {wer:.3f} vs PyTorch {report['pytorch']['wer']:.3f}"
+            )
     report["ok"] = not failures
     report["failures"] = failures
     return report
 
 
-def export_model(model_dir: str | Path, out_dir: str | Path, formats: list[str], *, opset: int = 17,
-                 optimize: bool = False, ct2_quantization: str = "float32", clips: list[np.ndarray] | None = None,
-                 references: list[str] | None = None, language: str | None = None, task: str = "transcribe") -> dict:
+def export_model(
+    model_dir: str | Path,
+    out_dir: str | Path,
+    formats: list[str],
+    *,
+    opset: int = 17,
+    optimize: bool = False,
+    ct2_quantization: str = "float32",
+    clips: list[np.ndarray] | None = None,
+    references: list[str] | None = None,
+    language: str | None = None,
+    task: str = "transcribe",
+) -> dict:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -167,17 +213,22 @@ def export_model(model_dir: str | Path, out_dir: str | Path, formats: list[str],
         report["parity"] = check_parity(model_dir, checks, clips, references, language, task)
     (out_dir / "parity.json").write_text(json.dumps(report, indent=2))
     if report.get("parity") and not report["parity"]["ok"]:
-        raise ExportError("export parity check failed: " + "; ".join(report["parity"]["failures"])
-                          + f" (details in {out_dir / 'parity.json'})")
+        raise ExportError(
+            "export parity check failed: "
+            + "; ".join(report["parity"]["failures"])
+            + f" (details in {out_dir / 'parity.json'})"
+        )
     return report
 
 
-def clips_from_shards(shard_dir: str | Path, split: str = "test", limit: int = 8) -> tuple[list[np.ndarray], list[str], str | None]:
+def clips_from_shards(
+    shard_dir: str | Path, split: str = "test", limit: int = 8
+) -> tuple[list[np.ndarray], list[str], str | None]:
     """The first ``limit`` clips of a shard split (audio, references, language) for parity checks."""
+    import webdataset as wds
+
     from mwc_dist.config import DataConfig
     from mwc_dist.data.stream import decode_flac, load_shard_set
-
-    import webdataset as wds
 
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
     clips, refs, language = [], [], None

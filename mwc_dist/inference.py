@@ -138,15 +138,18 @@ class OnnxBackend(Backend):
         prompt = self.prompt(language, task)
         batch = len(features)
         hidden = self.encode(features)
-        outputs = self.decoder.run(None, {"input_ids": np.array([prompt] * batch, dtype=np.int64),
-                                          "encoder_hidden_states": hidden})
+        outputs = self.decoder.run(
+            None, {"input_ids": np.array([prompt] * batch, dtype=np.int64), "encoder_hidden_states": hidden}
+        )
         tokens: list[np.ndarray] = []  # one [batch] array per step
         done = np.zeros(batch, dtype=bool)
         past: dict[str, np.ndarray] = {}
         for step in range(max_new_tokens):
             logits = outputs[0][:, -1, :]
-            past.update((name.replace("present", "past_key_values"), value)
-                        for name, value in zip(self.present_first if step == 0 else self.present_next, outputs[1:]))
+            past.update(
+                (name.replace("present", "past_key_values"), value)
+                for name, value in zip(self.present_first if step == 0 else self.present_next, outputs[1:])
+            )
             logits[:, self.suppress] = -np.inf
             if step == 0:
                 logits[:, self.begin_suppress] = -np.inf
@@ -171,8 +174,12 @@ class CT2Backend(Backend):
 
         prompt = self.prompt(language, task)
         # CTranslate2 4.8's Whisper stops at max_length / 2 new tokens (measured), so ask for twice as many
-        results = self.model.generate(ctranslate2.StorageView.from_array(features.numpy()), [prompt] * len(features),
-                                      max_length=2 * max_new_tokens, beam_size=1)
+        results = self.model.generate(
+            ctranslate2.StorageView.from_array(features.numpy()),
+            [prompt] * len(features),
+            max_length=2 * max_new_tokens,
+            beam_size=1,
+        )
         return [self.text_ids(r.sequences_ids[0])[:max_new_tokens] for r in results]
 
     def encode(self, features):
@@ -217,8 +224,14 @@ def cut_points(wave: np.ndarray, size: int, search: int = 2 * 16000, frame: int 
     return spans
 
 
-def transcribe(backend: Backend, wave: np.ndarray, language: str | None = None, task: str = "transcribe",
-               max_new_tokens: int = 128, batch_size: int = 8) -> list[Segment]:
+def transcribe(
+    backend: Backend,
+    wave: np.ndarray,
+    language: str | None = None,
+    task: str = "transcribe",
+    max_new_tokens: int = 128,
+    batch_size: int = 8,
+) -> list[Segment]:
     """Cut ``wave`` (16 kHz mono) into model-length windows, in pauses (``cut_points``), and transcribe each."""
     spans = cut_points(np.asarray(wave, dtype=np.float32), backend.window_samples)
     segments = []
@@ -238,9 +251,14 @@ def _srt_time(seconds: float) -> str:
 
 def format_output(results: dict[str, list[Segment]], fmt: str) -> str:
     if fmt == "json":
-        return json.dumps({path: {"text": " ".join(s.text for s in segs if s.text),
-                                  "segments": [s.__dict__ for s in segs]} for path, segs in results.items()},
-                          ensure_ascii=False, indent=2)
+        return json.dumps(
+            {
+                path: {"text": " ".join(s.text for s in segs if s.text), "segments": [s.__dict__ for s in segs]}
+                for path, segs in results.items()
+            },
+            ensure_ascii=False,
+            indent=2,
+        )
     if fmt == "srt":
         blocks = []
         for segs in results.values():

@@ -18,8 +18,9 @@ def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
 
 
-def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                       temperature: float) -> torch.Tensor:
+def kl_teacher_student(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """KL(teacher || student) at ``temperature``, summed over the vocabulary, mean over non-padded positions."""
     mask = labels != IGNORE  # [B, L]
     s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)  # [N, V]
@@ -27,8 +28,9 @@ def kl_teacher_student(student_logits: torch.Tensor, teacher_logits: torch.Tenso
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
-def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
-                      temperature: float, alpha: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float, alpha: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(total, ce, kl): total = alpha * ce + (1 - alpha) * temperature**2 * kl."""
     ce = cross_entropy(student_logits, labels)
     kl = kl_teacher_student(student_logits, teacher_logits.detach(), labels, temperature)

@@ -8,9 +8,9 @@ Each is reported raw and after Whisper's text normaliser: transformers' ``Englis
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 ASSETS = Path(__file__).parent / "models" / "assets"
 
@@ -32,8 +32,10 @@ def _scores(refs: list[str], hyps: list[str]) -> dict[str, float]:
     pairs = [(r if r.strip() else "<empty>", h) for r, h in zip(refs, hyps)]
     refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
     return {
-        "wer": jiwer.wer(refs, hyps), "cer": jiwer.cer(refs, hyps),
-        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score, "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
+        "wer": jiwer.wer(refs, hyps),
+        "cer": jiwer.cer(refs, hyps),
+        "bleu": sacrebleu.corpus_bleu(hyps, [refs]).score,
+        "chrf": sacrebleu.corpus_chrf(hyps, [refs]).score,
     }
 
 

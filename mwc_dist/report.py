@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-ROWS = [("base", "whisper-base (imported, no fine-tuning)"), ("finetuned", "fine-tuned (QLoRA, merged)"),
-        ("student", "student (KD; see Models), PyTorch"), ("student-onnx", "student, ONNX Runtime"),
-        ("student-ct2", "student, CTranslate2")]
+ROWS = [
+    ("base", "whisper-base (imported, no fine-tuning)"),
+    ("finetuned", "fine-tuned (QLoRA, merged)"),
+    ("student", "student (KD; see Models), PyTorch"),
+    ("student-onnx", "student, ONNX Runtime"),
+    ("student-ct2", "student, CTranslate2"),
+]
 
 
 def _load(out: Path, name: str) -> dict | None:
@@ -37,40 +41,60 @@ def _training(run: Path) -> str:
     m, t = cfg["model"], cfg["train"]
     what = "LoRA adapters on 4-bit weights" if m["use_4bit_quantization"] or m["use_lora"] else "all unfrozen weights"
     frozen = ", encoder frozen" if t["freeze_encoder"] else ""
-    return f"{summary['steps']} steps x {summary['world_size'] * t['per_device_train_batch_size']} clips, {what}{frozen}"
+    return (
+        f"{summary['steps']} steps x {summary['world_size'] * t['per_device_train_batch_size']} clips, {what}{frozen}"
+    )
 
 
 def write_report(out: Path, timings: dict[str, float]) -> Path:
     m = {name: _load(out, name) for name, _ in ROWS}
-    lines = ["# mwc-dist demo report", "",
-             "Spanish espeak-ng speech (`mwc demo-data`), held-out test split: sentences and voices never seen in "
-             "training. Metrics by jiwer/sacrebleu on the predictions files linked below (normalised with Whisper's "
-             "basic normaliser; raw WER beside). Decode speed: greedy, batch 8, one process, same clips.", "",
-             "| model | WER | raw WER | CER | BLEU | chrF | clips | decode s | x real time | predictions |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "# mwc-dist demo report",
+        "",
+        "Spanish espeak-ng speech (`mwc demo-data`), held-out test split: sentences and voices never seen in "
+        "training. Metrics by jiwer/sacrebleu on the predictions files linked below (normalised with Whisper's "
+        "basic normaliser; raw WER beside). Decode speed: greedy, batch 8, one process, same clips.",
+        "",
+        "| model | WER | raw WER | CER | BLEU | chrF | clips | decode s | x real time | predictions |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for name, label in ROWS:
         r = m[name]
         if r is None:
             lines.append(f"| {label} | (not run) | | | | | | | | |")
             continue
-        lines.append(f"| {label} | {r['wer']:.4f} | {r['raw_wer']:.4f} | {r['cer']:.4f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
-                     f"{r['num_samples']} | {r['decode_seconds']:.1f} | {r['audio_seconds'] / r['decode_seconds']:.1f} | "
-                     f"[predictions](eval/{name}/predictions.jsonl) |")
+        lines.append(
+            f"| {label} | {r['wer']:.4f} | {r['raw_wer']:.4f} | {r['cer']:.4f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
+            f"{r['num_samples']} | {r['decode_seconds']:.1f} | {r['audio_seconds'] / r['decode_seconds']:.1f} | "
+            f"[predictions](eval/{name}/predictions.jsonl) |"
+        )
     teacher, student = out / "runs" / "finetune", out / "runs" / "student"
-    lines += ["", "## Models", "",
-              f"- teacher (fine-tuned): {_model(teacher / 'final')}; trained {_training(teacher)}",
-              f"- student: {_model(student / 'final')}; trained {_training(student)}, distilled from the teacher",
-              "", "## Goals", ""]
+    lines += [
+        "",
+        "## Models",
+        "",
+        f"- teacher (fine-tuned): {_model(teacher / 'final')}; trained {_training(teacher)}",
+        f"- student: {_model(student / 'final')}; trained {_training(student)}, distilled from the teacher",
+        "",
+        "## Goals",
+        "",
+    ]
     if m["base"] and m["finetuned"]:
         rel = 1 - m["finetuned"]["wer"] / m["base"]["wer"] if m["base"]["wer"] else 0.0
-        lines.append(f"- Fine-tuned WER {m['finetuned']['wer']:.4f} vs base {m['base']['wer']:.4f}: "
-                     f"{100 * rel:.1f} % lower (goal: at least 30 %) — **{'met' if rel >= 0.30 else 'missed'}**")
+        lines.append(
+            f"- Fine-tuned WER {m['finetuned']['wer']:.4f} vs base {m['base']['wer']:.4f}: "
+            f"{100 * rel:.1f} % lower (goal: at least 30 %) — **{'met' if rel >= 0.30 else 'missed'}**"
+        )
     if m["finetuned"] and m["student"]:
         ratio = m["student"]["wer"] / m["finetuned"]["wer"] if m["finetuned"]["wer"] else float("inf")
         speed = m["finetuned"]["decode_seconds"] / m["student"]["decode_seconds"]
-        lines.append(f"- Student WER {ratio:.2f}x its teacher's (goal: at most 1.3x) — **{'met' if ratio <= 1.3 else 'missed'}**")
-        lines.append(f"- Student decodes {speed:.2f}x as fast as its teacher (goal: at least 1.5x) — "
-                     f"**{'met' if speed >= 1.5 else 'missed'}**")
+        lines.append(
+            f"- Student WER {ratio:.2f}x its teacher's (goal: at most 1.3x) — **{'met' if ratio <= 1.3 else 'missed'}**"
+        )
+        lines.append(
+            f"- Student decodes {speed:.2f}x as fast as its teacher (goal: at least 1.5x) — "
+            f"**{'met' if speed >= 1.5 else 'missed'}**"
+        )
     parity = out / "exports" / "student" / "parity.json"
     if parity.is_file():
         p = json.loads(parity.read_text()).get("parity", {})
@@ -78,9 +102,11 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         for fmt in ("onnx", "ct2"):
             if fmt in p:
                 e = p[fmt]
-                lines.append(f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
-                             f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}")
-        lines.append(f"- details: [parity.json](exports/student/parity.json)")
+                lines.append(
+                    f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
+                    f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}"
+                )
+        lines.append("- details: [parity.json](exports/student/parity.json)")
     lines += ["", "## Training curves", ""]
     for run in ("finetune", "student"):
         if (out / "runs" / run / "training_curves.png").is_file():
@@ -101,7 +127,13 @@ def check_report(out: Path) -> int:
 
     from mwc_dist.metrics import compute_metrics
 
-    columns = {"WER": ("wer", 4), "raw WER": ("raw_wer", 4), "CER": ("cer", 4), "BLEU": ("bleu", 2), "chrF": ("chrf", 2)}
+    columns = {
+        "WER": ("wer", 4),
+        "raw WER": ("raw_wer", 4),
+        "CER": ("cer", 4),
+        "BLEU": ("bleu", 2),
+        "chrF": ("chrf", 2),
+    }
     lines = (out / "REPORT.md").read_text().splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("| model |"))
     names = [c.strip() for c in lines[header].strip("|").split("|")]
@@ -118,9 +150,13 @@ def check_report(out: Path) -> int:
         metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], language)
         for column, (key, digits) in columns.items():
             if f"{metrics[key]:.{digits}f}" != cells[column]:
-                raise ValueError(f"REPORT.md row {cells['model']!r}: {column} {cells[column]} but {link.group(1)} "
-                                 f"gives {metrics[key]:.{digits}f}")
+                raise ValueError(
+                    f"REPORT.md row {cells['model']!r}: {column} {cells[column]} but {link.group(1)} "
+                    f"gives {metrics[key]:.{digits}f}"
+                )
         if int(cells["clips"]) != len(rows):
-            raise ValueError(f"REPORT.md row {cells['model']!r}: {cells['clips']} clips but {link.group(1)} has {len(rows)}")
+            raise ValueError(
+                f"REPORT.md row {cells['model']!r}: {cells['clips']} clips but {link.group(1)} has {len(rows)}"
+            )
         checked += 1
     return checked

@@ -12,7 +12,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-
 SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey", "credential")
 
 
@@ -34,8 +33,13 @@ class Tracker(NullTracker):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", encoding="utf-8")
         if cfg.tracking.report_to:
-            wandb_args = {"name": cfg.tracking.run_name, "entity": cfg.tracking.entity, "tags": cfg.tracking.tags or None,
-                          "group": cfg.tracking.group, "dir": str(Path(run_dir).resolve())}  # wandb/ inside the run folder
+            wandb_args = {
+                "name": cfg.tracking.run_name,
+                "entity": cfg.tracking.entity,
+                "tags": cfg.tracking.tags or None,
+                "group": cfg.tracking.group,
+                "dir": str(Path(run_dir).resolve()),
+            }  # wandb/ inside the run folder
             init = {"wandb": {k: v for k, v in wandb_args.items() if v}}
             accelerator.init_trackers(cfg.tracking.project, config=_flat_config(cfg), init_kwargs=init)
 
@@ -51,8 +55,10 @@ class Tracker(NullTracker):
             return
         import wandb
 
-        table = wandb.Table(columns=["key", "reference", "prediction"],
-                            data=[[r["key"], r["reference"], r["prediction"]] for r in rows[:limit]])
+        table = wandb.Table(
+            columns=["key", "reference", "prediction"],
+            data=[[r["key"], r["reference"], r["prediction"]] for r in rows[:limit]],
+        )
         self.accelerator.get_tracker("wandb", unwrap=True).log({"eval/predictions": table}, step=step)
 
     def finish(self) -> None:
@@ -69,7 +75,9 @@ def _flat_config(cfg) -> dict[str, Any]:
         for key, value in body.items():
             if any(word in key.lower() for word in SECRET_WORDS):
                 value = "<redacted>"
-            out[f"{section}.{key}"] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            out[f"{section}.{key}"] = (
+                value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+            )
     return out
 
 

@@ -58,9 +58,11 @@ def check_combination(cfg: Config, accelerator) -> None:
     stage = plugin.zero_stage if plugin is not None else None
     if stage == 3 and (cfg.model.use_lora or cfg.model.use_4bit_quantization):
         kind = "QLoRA" if cfg.model.use_4bit_quantization else "LoRA"
-        raise ValueError(f"{kind} under DeepSpeed ZeRO-3 is not supported: ZeRO-3 partitions the frozen base weights "
-                         f"(bitsandbytes' 4-bit weights cannot be partitioned, and saving the adapter deadlocks). "
-                         f"Use accelerate_configs/zero2.yaml or plain DDP: only the small adapter trains anyway.")
+        raise ValueError(
+            f"{kind} under DeepSpeed ZeRO-3 is not supported: ZeRO-3 partitions the frozen base weights "
+            f"(bitsandbytes' 4-bit weights cannot be partitioned, and saving the adapter deadlocks). "
+            f"Use accelerate_configs/zero2.yaml or plain DDP: only the small adapter trains anyway."
+        )
 
 
 def build_teacher(cfg: Config, student, device):
@@ -78,11 +80,16 @@ def build_teacher(cfg: Config, student, device):
     teacher.requires_grad_(False).eval().to(device)
     s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
     if s_vocab != t_vocab:
-        raise ValueError(f"model.teacher_model {cfg.model.teacher_model!r} has a vocabulary of {t_vocab} tokens but the "
-                         f"student has {s_vocab}: distillation needs the same tokenizer")
+        raise ValueError(
+            f"model.teacher_model {cfg.model.teacher_model!r} has a vocabulary of {t_vocab} tokens but the "
+            f"student has {s_vocab}: distillation needs the same tokenizer"
+        )
     same_window = window_seconds(student.config) == window_seconds(teacher.config)
-    share = (cfg.train.freeze_encoder and (same_window or cfg.model.distillation_teacher_window == "student")
-             and _same_encoder(student.get_encoder(), teacher.get_encoder()))
+    share = (
+        cfg.train.freeze_encoder
+        and (same_window or cfg.model.distillation_teacher_window == "student")
+        and _same_encoder(student.get_encoder(), teacher.get_encoder())
+    )
     return teacher, share
 
 
@@ -127,8 +134,9 @@ class Trainer:
         self.device = self.accelerator.device
         check_combination(cfg, self.accelerator)
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
-        model, self.processor = build_model(cfg.model, seed=cfg.train.seed, device=self.device,
-                                            gradient_checkpointing=cfg.train.gradient_checkpointing)
+        model, self.processor = build_model(
+            cfg.model, seed=cfg.train.seed, device=self.device, gradient_checkpointing=cfg.train.gradient_checkpointing
+        )
         self.base_dir = model.mwc_base_dir
         apply_freezing(model, cfg.train.freeze_encoder, cfg.train.freeze_embeddings)
         if cfg.train.gradient_checkpointing and not cfg.model.use_4bit_quantization:  # QLoRA prepares its own
@@ -136,17 +144,24 @@ class Trainer:
             model.config.use_cache = False
         self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
         if self.teacher is not None and cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
-            print0(self.accelerator, "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
-                                     "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder")
+            print0(
+                self.accelerator,
+                "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
+                "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder",
+            )
         fe = self.processor.feature_extractor
         self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
         self.teacher_log_mel = None  # for a teacher with a longer window than the student's that runs its own encoder
-        if (self.teacher is not None and not self.share_encoder
-                and window_seconds(self.teacher.config) != window_seconds(model.config)):
+        if (
+            self.teacher is not None
+            and not self.share_encoder
+            and window_seconds(self.teacher.config) != window_seconds(model.config)
+        ):
             self.teacher_log_mel = LogMel(fe.feature_size, window_seconds(self.teacher.config)).to(self.device)
         self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
-        self.tokenize = Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task,
-                                 max_tokens=model.config.max_target_positions)
+        self.tokenize = Tokenize(
+            self.processor.tokenizer, cfg.model.language, cfg.model.task, max_tokens=model.config.max_target_positions
+        )
         self.train_shards = load_shard_set(cfg.data, "train")
         self.eval_shards = self._eval_shards()
         self._check_window(model)
@@ -157,13 +172,18 @@ class Trainer:
         from transformers import get_scheduler
 
         # stepped by us once per optimizer step (accelerate's prepared scheduler would step world_size times)
-        self.scheduler = get_scheduler(cfg.train.lr_scheduler_type, optimizer, num_warmup_steps=cfg.train.warmup_steps,
-                                       num_training_steps=self.total_steps)
+        self.scheduler = get_scheduler(
+            cfg.train.lr_scheduler_type,
+            optimizer,
+            num_warmup_steps=cfg.train.warmup_steps,
+            num_training_steps=self.total_steps,
+        )
         self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
 
         self.state = TrainState(world_size=self.accelerator.num_processes)
-        resume = resolve_resume(cfg.checkpoint.resume_from_checkpoint, self.out_dir,
-                                log=lambda msg: print0(self.accelerator, msg))
+        resume = resolve_resume(
+            cfg.checkpoint.resume_from_checkpoint, self.out_dir, log=lambda msg: print0(self.accelerator, msg)
+        )
         if resume is not None:
             self.state = load_checkpoint(self.accelerator, self.scheduler, resume)  # collective
             print0(self.accelerator, f"resumed from {resume} at step {self.state.step}, epoch {self.state.epoch}")
@@ -175,9 +195,12 @@ class Trainer:
         self.bad_reason = self.skipped = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
             signal.signal(sig, self._on_signal)
-        print0(self.accelerator, f"world size {self.accelerator.num_processes}; precision {self.precision}; "
-                                 f"{self.train_shards.num_samples} train samples "
-                                 f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps")
+        print0(
+            self.accelerator,
+            f"world size {self.accelerator.num_processes}; precision {self.precision}; "
+            f"{self.train_shards.num_samples} train samples "
+            f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps",
+        )
 
     def _eval_shards(self) -> ShardSet | None:
         if self.cfg.train.eval_steps < 0:
@@ -193,16 +216,25 @@ class Trainer:
         for who, config in (("model", model.config), ("teacher", self.teacher.config if self.teacher else None)):
             window = window_seconds(config) if config is not None else None
             if longest is not None and window is not None and longest > window + 1e-6:
-                raise ValueError(f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
-                                 f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window")
+                raise ValueError(
+                    f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
+                    f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window"
+                )
 
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
         cfg = self.cfg
         return TrainStream(
-            self.train_shards, self.tokenize, batch_size=cfg.train.per_device_train_batch_size, seed=cfg.train.seed,
-            epoch=epoch, rank=self.accelerator.process_index, world_size=self.accelerator.num_processes,
-            num_workers=cfg.data.num_workers, shuffle_buffer=cfg.train.shuffle_buffer,
-            bucket_size=cfg.train.bucket_batches, max_samples=self.processor.feature_extractor.n_samples,
+            self.train_shards,
+            self.tokenize,
+            batch_size=cfg.train.per_device_train_batch_size,
+            seed=cfg.train.seed,
+            epoch=epoch,
+            rank=self.accelerator.process_index,
+            world_size=self.accelerator.num_processes,
+            num_workers=cfg.data.num_workers,
+            shuffle_buffer=cfg.train.shuffle_buffer,
+            bucket_size=cfg.train.bucket_batches,
+            max_samples=self.processor.feature_extractor.n_samples,
             skip_items=skip_items,
         )
 
@@ -220,20 +252,26 @@ class Trainer:
     def _no_batch_message(self) -> str:
         shards, ranks = len(self.train_shards.urls), self.accelerator.num_processes
         workers = max(1, self.cfg.data.num_workers)
-        return (f"{self.train_shards.num_samples} train samples in {shards} shards give some rank no full batch "
-                f"(batch {self.cfg.train.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; shards are "
-                f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
-                f"shards), or lower the batch size or data.num_workers.")
+        return (
+            f"{self.train_shards.num_samples} train samples in {shards} shards give some rank no full batch "
+            f"(batch {self.cfg.train.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; "
+            f"shards are "
+            f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
+            f"shards), or lower the batch size or data.num_workers."
+        )
 
     # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict:
-        state, cfg = self.state, self.cfg
+        state = self.state
         self.model.train()
         rank = str(self.accelerator.process_index)
         same_world = state.world_size == self.accelerator.num_processes
         if not same_world:
-            print0(self.accelerator, f"world size changed ({state.world_size} -> {self.accelerator.num_processes}): "
-                                     f"epoch {state.epoch} restarts its data order")
+            print0(
+                self.accelerator,
+                f"world size changed ({state.world_size} -> {self.accelerator.num_processes}): "
+                f"epoch {state.epoch} restarts its data order",
+            )
         position = state.data_position.get(rank, 0) if same_world else 0
         self.window = self._new_window()
         progress = self._progress_bar()
@@ -272,8 +310,16 @@ class Trainer:
 
     @staticmethod
     def _new_window() -> dict:
-        return {"loss": 0.0, "ce": 0.0, "kl": 0.0, "micro": 0, "samples": 0, "seconds": 0.0, "over": 0,
-                "start": time.perf_counter()}
+        return {
+            "loss": 0.0,
+            "ce": 0.0,
+            "kl": 0.0,
+            "micro": 0,
+            "samples": 0,
+            "seconds": 0.0,
+            "over": 0,
+            "start": time.perf_counter(),
+        }
 
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
         """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
@@ -292,8 +338,11 @@ class Trainer:
             return out.loss, out.loss, None
         m = self.cfg.model
         with torch.no_grad(), self.accelerator.autocast():
-            teacher_inputs = inputs if self.share_encoder else {
-                "input_features": features if teacher_features is None else teacher_features}
+            teacher_inputs = (
+                inputs
+                if self.share_encoder
+                else {"input_features": features if teacher_features is None else teacher_features}
+            )
             teacher_logits = self.teacher(**teacher_inputs, labels=labels).logits
         return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
 
@@ -314,8 +363,10 @@ class Trainer:
             return
         state.skipped_steps += 1
         state.bad_streak += 1
-        print0(self.accelerator, f"step {state.step}: skipped ({self.skipped}); {state.bad_streak} in a row, "
-                                 f"{state.skipped_steps} in all")
+        print0(
+            self.accelerator,
+            f"step {state.step}: skipped ({self.skipped}); {state.bad_streak} in a row, {state.skipped_steps} in all",
+        )
         self.tracker.log({"skipped_steps": state.skipped_steps, "bad_streak": state.bad_streak}, step=state.step)
         if state.bad_streak >= limit:
             good = list_checkpoints(self.out_dir)
@@ -323,7 +374,8 @@ class Trainer:
             raise TrainingDiverged(
                 f"stopped at step {state.step}: {limit} optimizer steps in a row were skipped ({self.skipped}; "
                 f"train.max_bad_steps={limit}); {last}. Lower train.learning_rate or raise train.warmup_steps, prefer "
-                f"bf16 to fp16, check the data, then resume with checkpoint.resume_from_checkpoint=latest")
+                f"bf16 to fp16, check the data, then resume with checkpoint.resume_from_checkpoint=latest"
+            )
 
     def preempted(self) -> bool:
         """Collective: true on every rank as soon as any rank got SIGUSR1/SIGTERM."""
@@ -341,8 +393,11 @@ class Trainer:
         if self.is_main and job and self.cfg.train.requeue_on_preemption:
             result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
             requeued = result.returncode == 0
-            print(f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved; scontrol requeue {job}: "
-                  f"{'ok' if requeued else result.stderr.strip()}", flush=True)
+            print(
+                f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved; scontrol requeue {job}: "
+                f"{'ok' if requeued else result.stderr.strip()}",
+                flush=True,
+            )
         elif self.is_main:
             print(f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved", flush=True)
         self.tracker.finish()
@@ -412,8 +467,10 @@ class Trainer:
         self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
         self.skipped = self.bad_reason or ("non-finite gradients" if engine_skipped else None)
         if self.skipped is not None and not engine_skipped:
-            raise RuntimeError(f"step {self.state.step + 1}: DeepSpeed applied an update although this window had a "
-                               f"{self.skipped}; this DeepSpeed version does not skip non-finite gradients")
+            raise RuntimeError(
+                f"step {self.state.step + 1}: DeepSpeed applied an update although this window had a "
+                f"{self.skipped}; this DeepSpeed version does not skip non-finite gradients"
+            )
         if self.skipped is None:
             self.scheduler.step()
 
@@ -425,23 +482,33 @@ class Trainer:
             return
         if w["micro"] == 0:
             return
-        totals = torch.tensor([w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"], w["over"]],
-                              dtype=torch.float64, device=self.device)
+        totals = torch.tensor(
+            [w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"], w["over"]],
+            dtype=torch.float64,
+            device=self.device,
+        )
         totals = self.accelerator.reduce(totals, reduction="sum")  # collective
         elapsed = time.perf_counter() - w["start"]
         state.samples_seen += int(totals[2])
         state.audio_seconds_seen += float(totals[3])
         grad_norm = getattr(self, "grad_norm", None)
         metrics = {
-            "loss": float(totals[0] / totals[1]), "lr": self.scheduler.get_last_lr()[0], "epoch": state.epoch,
+            "loss": float(totals[0] / totals[1]),
+            "lr": self.scheduler.get_last_lr()[0],
+            "epoch": state.epoch,
             "grad_norm": float(grad_norm) if grad_norm is not None else None,
-            "samples_per_s": float(totals[2]) / elapsed, "audio_s_per_s": float(totals[3]) / elapsed,
-            "samples_seen": state.samples_seen, "skipped_steps": state.skipped_steps,
+            "samples_per_s": float(totals[2]) / elapsed,
+            "audio_s_per_s": float(totals[3]) / elapsed,
+            "samples_seen": state.samples_seen,
+            "skipped_steps": state.skipped_steps,
         }
         if totals[6] > 0:  # labels longer than the decoder holds: trained on their audio with no loss, counted
             metrics["labels_over_limit"] = int(totals[6])
-            print0(self.accelerator, f"step {state.step}: {int(totals[6])} sample(s) with a label over "
-                                     f"{self.tokenize.max_tokens} tokens ignored (re-shard: mwc shard quarantines them)")
+            print0(
+                self.accelerator,
+                f"step {state.step}: {int(totals[6])} sample(s) with a label over "
+                f"{self.tokenize.max_tokens} tokens ignored (re-shard: mwc shard quarantines them)",
+            )
         if self.teacher is not None:
             metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
         self.tracker.log(metrics, step=state.step)
@@ -454,33 +521,60 @@ class Trainer:
         if self.eval_shards is None or not due:
             return None
         cfg = self.cfg
-        metrics = evaluate(self.accelerator, self.model, self.processor, self.eval_shards, language=cfg.model.language,
-                           task=cfg.model.task, batch_size=cfg.train.per_device_eval_batch_size,
-                           max_length=cfg.train.generation_max_length, num_beams=cfg.train.num_beams,
-                           out_dir=self.out_dir / "eval" / f"step-{self.state.step}", limit=cfg.train.eval_max_samples,
-                           step=self.state.step)
+        metrics = evaluate(
+            self.accelerator,
+            self.model,
+            self.processor,
+            self.eval_shards,
+            language=cfg.model.language,
+            task=cfg.model.task,
+            batch_size=cfg.train.per_device_eval_batch_size,
+            max_length=cfg.train.generation_max_length,
+            num_beams=cfg.train.num_beams,
+            out_dir=self.out_dir / "eval" / f"step-{self.state.step}",
+            limit=cfg.train.eval_max_samples,
+            step=self.state.step,
+        )
         self.state.last_eval = {"step": self.state.step, **metrics}
         self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.state.step)
         if self.is_main:
             rows = (self.out_dir / "eval" / f"step-{self.state.step}" / "predictions.jsonl").read_text().splitlines()
             self.tracker.log_predictions([json.loads(r) for r in rows], step=self.state.step)
-        print0(self.accelerator, f"step {self.state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
-                                 f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)")
+        print0(
+            self.accelerator,
+            f"step {self.state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
+            f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)",
+        )
         return metrics
 
     def maybe_save(self, epoch_done: bool, metrics: dict | None, force: bool = False) -> None:
         """Collective: every rank writes its optimizer/RNG state; rank 0 the rest."""
         c, state = self.cfg.checkpoint, self.state
-        due = force or (c.save_strategy == "steps" and state.step % c.save_steps == 0) or (
-            c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0)
+        due = (
+            force
+            or (c.save_strategy == "steps" and state.step % c.save_steps == 0)
+            or (c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0)
+        )
         if c.save_strategy == "no" or not due:
             return
         if state.bad_streak and not force:  # the last step was skipped: keep the newest checkpoint a good one
-            print0(self.accelerator, f"step {state.step}: checkpoint postponed ({state.bad_streak} skipped steps in a row)")
+            print0(
+                self.accelerator, f"step {state.step}: checkpoint postponed ({state.bad_streak} skipped steps in a row)"
+            )
             return
         metric = (metrics or {}).get(c.metric_for_best_model)
-        path = save_checkpoint(self.accelerator, self.model, self.processor, self.scheduler, state, self.out_dir,
-                               config_to_yaml(self.cfg), c.keep_last, c.greater_is_better, metric)
+        path = save_checkpoint(
+            self.accelerator,
+            self.model,
+            self.processor,
+            self.scheduler,
+            state,
+            self.out_dir,
+            config_to_yaml(self.cfg),
+            c.keep_last,
+            c.greater_is_better,
+            metric,
+        )
         print0(self.accelerator, f"saved {path}")
 
     def finish(self) -> dict:
@@ -495,9 +589,14 @@ class Trainer:
         if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
             self.maybe_save(False, metrics or state.last_eval or None, force=True)
         digests = gather_object([self._digest()])  # collective
-        summary = {"world_size": self.accelerator.num_processes, "precision": self.precision, "steps": state.step,
-                   "param_digests": digests,
-                   "ranks_identical": len(set(digests)) == 1, "last_eval": state.last_eval}
+        summary = {
+            "world_size": self.accelerator.num_processes,
+            "precision": self.precision,
+            "steps": state.step,
+            "param_digests": digests,
+            "ranks_identical": len(set(digests)) == 1,
+            "last_eval": state.last_eval,
+        }
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
             self._write_final(state, state_dict)
@@ -558,23 +657,46 @@ class Trainer:
         from mwc_dist.export import clips_from_shards, export_model
 
         e = self.cfg.export
-        formats = [f for f, on in (("safetensors", e.export_safetensors), ("pytorch", e.export_pytorch),
-                                   ("onnx", e.export_onnx), ("ct2", e.export_ct2)) if on]
+        formats = [
+            f
+            for f, on in (
+                ("safetensors", e.export_safetensors),
+                ("pytorch", e.export_pytorch),
+                ("onnx", e.export_onnx),
+                ("ct2", e.export_ct2),
+            )
+            if on
+        ]
         if formats == ["safetensors"] or not formats:  # final/ already is the SafeTensors export
             return
         clips, refs, language = [], None, self.cfg.model.language
         if self.eval_shards is not None:
             clips, refs, _ = clips_from_shards(self.cfg.data.shard_dir, self.cfg.data.eval_split, 4)
         out = Path(e.output_dir) if e.output_dir else self.out_dir / "exports"
-        export_model(self.out_dir / "final", out, formats, opset=e.onnx_opset_version, optimize=e.onnx_optimize,
-                     clips=clips or None, references=refs, language=language, task=self.cfg.model.task)
+        export_model(
+            self.out_dir / "final",
+            out,
+            formats,
+            opset=e.onnx_opset_version,
+            optimize=e.onnx_optimize,
+            clips=clips or None,
+            references=refs,
+            language=language,
+            task=self.cfg.model.task,
+        )
         print(f"exports: {out} ({', '.join(formats)}; parity in {out / 'parity.json'})", flush=True)
 
     def _progress_bar(self):
         from tqdm import tqdm
 
-        return tqdm(total=self.total_steps, initial=self.state.step, desc="train", unit="step",
-                    disable=not self.is_main, dynamic_ncols=True)
+        return tqdm(
+            total=self.total_steps,
+            initial=self.state.step,
+            desc="train",
+            unit="step",
+            disable=not self.is_main,
+            dynamic_ncols=True,
+        )
 
 
 def run(cfg: Config) -> int:
@@ -600,9 +722,13 @@ def run(cfg: Config) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="mwc_dist.train", description="Train Whisper on shards (run under accelerate launch for many processes).")
+    parser = argparse.ArgumentParser(
+        prog="mwc_dist.train", description="Train Whisper on shards (run under accelerate launch for many processes)."
+    )
     parser.add_argument("--config", help="YAML config (native keys or the seed's training_config.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 data.shard_dir=shards/demo")
+    parser.add_argument(
+        "overrides", nargs="*", help="dotted overrides, e.g. train.max_steps=100 data.shard_dir=shards/demo"
+    )
     args = parser.parse_args(argv)
     try:
         cfg = load_config(args.config, args.overrides)

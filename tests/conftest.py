@@ -47,6 +47,10 @@ def demo_shards(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("demo_shards")
     make_demo_corpus(root / "data", count=60, test_fraction=0.1, progress=False)
-    shard_source(DataConfig(source=str(root / "data"), max_duration_seconds=10, shard_samples=9), root / "shards",
-                 workers=1, progress=False)
+    shard_source(
+        DataConfig(source=str(root / "data"), max_duration_seconds=10, shard_samples=9),
+        root / "shards",
+        workers=1,
+        progress=False,
+    )
     return root / "shards"

@@ -16,8 +16,7 @@ import io
 import os
 import struct
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO
 
 import numpy as np
 
@@ -28,7 +27,7 @@ SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than this is treated as no signal
 TRUNCATION_TOLERANCE_S = 0.1
 TRUNCATION_TOLERANCE_FRAC = 0.02
 
-AudioInput = Union[str, os.PathLike, bytes]
+AudioInput = str | os.PathLike | bytes
 
 
 # -------------------------------------------------------------------------------------------- errors
@@ -292,5 +291,3 @@ def load_audio(
     if normalize:
         wave = wave * (PEAK_TARGET / peak)
     return wave.astype(np.float32, copy=False)
-
-

@@ -22,8 +22,15 @@ class LogMel(nn.Module):
         super().__init__()
         from transformers.audio_utils import mel_filter_bank
 
-        filters = mel_filter_bank(num_frequency_bins=1 + N_FFT // 2, num_mel_filters=n_mels, min_frequency=0.0,
-                                  max_frequency=8000.0, sampling_rate=SAMPLE_RATE, norm="slaney", mel_scale="slaney")
+        filters = mel_filter_bank(
+            num_frequency_bins=1 + N_FFT // 2,
+            num_mel_filters=n_mels,
+            min_frequency=0.0,
+            max_frequency=8000.0,
+            sampling_rate=SAMPLE_RATE,
+            norm="slaney",
+            mel_scale="slaney",
+        )
         self.register_buffer("filters", torch.from_numpy(filters).float().T.contiguous(), persistent=False)  # [M, F]
         self.register_buffer("window", torch.hann_window(N_FFT), persistent=False)
         self.num_samples = int(round(window_seconds * SAMPLE_RATE))
@@ -62,8 +69,10 @@ class SpecAugment(nn.Module):
         super().__init__()
         import torchaudio.transforms as T
 
-        self.masks = nn.ModuleList([T.FrequencyMasking(freq_mask, iid_masks=True) for _ in range(num_freq_masks)]
-                                   + [T.TimeMasking(time_mask, iid_masks=True) for _ in range(num_time_masks)])
+        self.masks = nn.ModuleList(
+            [T.FrequencyMasking(freq_mask, iid_masks=True) for _ in range(num_freq_masks)]
+            + [T.TimeMasking(time_mask, iid_masks=True) for _ in range(num_time_masks)]
+        )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if not self.training:

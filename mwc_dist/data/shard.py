@@ -26,10 +26,11 @@ import os
 import time
 import uuid
 from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 from mwc_dist.config import SPLITS, DataConfig
 from mwc_dist.data.sources import HFRef, Item, Reject, list_items
@@ -71,8 +72,14 @@ def plan_chunks(items: list[Item], cfg: DataConfig) -> list[Chunk]:
 
 
 def _decode_settings(cfg: DataConfig) -> dict[str, Any]:
-    keys = ("sample_rate", "normalize", "min_duration_seconds", "max_duration_seconds", "shard_audio_format",
-            "max_label_tokens")
+    keys = (
+        "sample_rate",
+        "normalize",
+        "min_duration_seconds",
+        "max_duration_seconds",
+        "shard_audio_format",
+        "max_label_tokens",
+    )
     return {k: getattr(cfg, k) for k in keys}
 
 
@@ -116,8 +123,10 @@ def _label_too_long(text: str, limit: int) -> str | None:
     n = PROMPT_TOKENS + len(_TOKENIZER[0].encode(" " + text.strip(), add_special_tokens=False)) + 1
     if n <= limit:
         return None
-    return (f"the transcript is {n} Whisper tokens with prompt and end-of-text, over data.max_label_tokens={limit} "
-            f"(the decoder's max_target_positions): split the audio and its transcript into shorter clips")
+    return (
+        f"the transcript is {n} Whisper tokens with prompt and end-of-text, over data.max_label_tokens={limit} "
+        f"(the decoder's max_target_positions): split the audio and its transcript into shorter clips"
+    )
 
 
 def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], bytes] | Reject:
@@ -131,20 +140,30 @@ def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], 
     try:
         audio, name = _read_hf(item.audio) if isinstance(item.audio, HFRef) else (item.audio, item.audio)
         wave = load_audio(
-            audio, item.source if isinstance(item.audio, HFRef) else name,
-            sample_rate=settings["sample_rate"], normalize=settings["normalize"],
-            min_seconds=settings["min_duration_seconds"], max_seconds=settings["max_duration_seconds"],
+            audio,
+            item.source if isinstance(item.audio, HFRef) else name,
+            sample_rate=settings["sample_rate"],
+            normalize=settings["normalize"],
+            min_seconds=settings["min_duration_seconds"],
+            max_seconds=settings["max_duration_seconds"],
         )
     except AudioError as exc:
         return Reject(item.source, exc.reason, exc.detail, item.key)
     except Exception as exc:  # an unexpected decoder failure must not stop a million-file run
         return Reject(item.source, "unreadable", f"{type(exc).__name__}: {exc}", item.key)
     fmt = settings["shard_audio_format"]
-    payload = encode_bytes(wave, settings["sample_rate"], fmt) if fmt == "flac" else _float_wav(wave, settings["sample_rate"])
+    payload = (
+        encode_bytes(wave, settings["sample_rate"], fmt) if fmt == "flac" else _float_wav(wave, settings["sample_rate"])
+    )
     meta = {
-        "key": item.key, "text": item.text, "language": item.language, "speaker": item.speaker,
-        "duration": round(len(wave) / settings["sample_rate"], 4), "num_samples": len(wave),
-        "sample_rate": settings["sample_rate"], "source": item.source,
+        "key": item.key,
+        "text": item.text,
+        "language": item.language,
+        "speaker": item.speaker,
+        "duration": round(len(wave) / settings["sample_rate"], 4),
+        "num_samples": len(wave),
+        "sample_rate": settings["sample_rate"],
+        "source": item.source,
     }
     return meta, payload
 
@@ -231,15 +250,23 @@ class _ShardSink:
             self.quarantined.append(result.to_json() | {"split": self.chunk.split})
             return
         meta, payload = result
-        self.writer.write({"__key__": meta["key"], self.audio_ext: payload, "json": json.dumps(meta, ensure_ascii=False).encode()})
+        self.writer.write(
+            {"__key__": meta["key"], self.audio_ext: payload, "json": json.dumps(meta, ensure_ascii=False).encode()}
+        )
         self.keys.append(meta["key"])
         self.seconds += meta["duration"]
 
     def close(self) -> dict[str, Any]:
         self.writer.close()
         tar = self.out_dir / f"{self.chunk.name}.tar"
-        record = {"name": self.chunk.name, "split": self.chunk.split, "num_samples": len(self.keys),
-                  "seconds": round(self.seconds, 4), "keys": self.keys, "quarantined": self.quarantined}
+        record = {
+            "name": self.chunk.name,
+            "split": self.chunk.split,
+            "num_samples": len(self.keys),
+            "seconds": round(self.seconds, 4),
+            "keys": self.keys,
+            "quarantined": self.quarantined,
+        }
         if self.keys:
             os.replace(self.tmp, tar)
             record |= {"shard": tar.name, "bytes": tar.stat().st_size, "sha256": _sha256(tar)}
@@ -263,7 +290,9 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
     """Build <split>.manifest.json and quarantine.jsonl from the shard records; None if some are missing."""
     plan_path = out_dir / "_parts" / "plan.json"
     if not plan_path.is_file():
-        raise ShardError(f"{out_dir}: no shard plan here ({plan_path} is missing); run `mwc shard --out {out_dir}` first")
+        raise ShardError(
+            f"{out_dir}: no shard plan here ({plan_path} is missing); run `mwc shard --out {out_dir}` first"
+        )
     plan = json.loads(plan_path.read_text())
     records = []
     for name in plan["chunks"]:
@@ -276,14 +305,22 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
     for split in SPLITS:
         recs = [r for r in records if r["split"] == split]
         quarantine += [q for r in recs for q in r["quarantined"]]
-        shards = [{k: r[k] for k in ("shard", "num_samples", "seconds", "bytes", "sha256")} for r in recs if r["num_samples"]]
+        shards = [
+            {k: r[k] for k in ("shard", "num_samples", "seconds", "bytes", "sha256")} for r in recs if r["num_samples"]
+        ]
         if not recs:
             continue
         seconds = sum(r["seconds"] for r in recs)
         manifest = {
-            "split": split, "num_samples": sum(r["num_samples"] for r in recs), "num_shards": len(shards),
-            "seconds": round(seconds, 3), "hours": round(seconds / 3600, 6), "shards": shards,
-            "source": plan["source"], "config": plan["config"], "plan": plan["fingerprint"],
+            "split": split,
+            "num_samples": sum(r["num_samples"] for r in recs),
+            "num_shards": len(shards),
+            "seconds": round(seconds, 3),
+            "hours": round(seconds / 3600, 6),
+            "shards": shards,
+            "source": plan["source"],
+            "config": plan["config"],
+            "plan": plan["fingerprint"],
         }
         _atomic_write(out_dir / f"{split}.manifest.json", json.dumps(manifest, indent=2))
         summary["splits"][split] = {k: manifest[k] for k in ("num_samples", "num_shards", "hours")}
@@ -313,8 +350,12 @@ def write_plan(out_dir: Path, cfg: DataConfig, chunks: list[Chunk], rejects: lis
         for old in list(out_dir.glob("*.tar")) + list(parts.glob("*.json")):
             old.unlink()
     plan = {
-        "version": PLAN_VERSION, "fingerprint": fingerprint, "source": cfg.source, "config": asdict(cfg),
-        "chunks": [c.name for c in chunks], "num_items": sum(len(c.items) for c in chunks) + len(rejects),
+        "version": PLAN_VERSION,
+        "fingerprint": fingerprint,
+        "source": cfg.source,
+        "config": asdict(cfg),
+        "chunks": [c.name for c in chunks],
+        "num_items": sum(len(c.items) for c in chunks) + len(rejects),
         "rejects": [r.to_json() for r in rejects],
     }
     _atomic_write(plan_path, json.dumps(plan, indent=2, ensure_ascii=False))
@@ -343,8 +384,10 @@ def shard_source(
     write_plan(out_dir, cfg, chunks, rejects, overwrite and job_index == 0)
     mine = [c for n, c in enumerate(chunks) if n % num_jobs == job_index]
     todo = [c for c in mine if not _record_ok(out_dir, c)]
-    log(f"{len(items)} items in {len(chunks)} shards ({len(rejects)} rejected before decoding); "
-        f"job {job_index}/{num_jobs}: {len(mine)} shards, {len(mine) - len(todo)} already done")
+    log(
+        f"{len(items)} items in {len(chunks)} shards ({len(rejects)} rejected before decoding); "
+        f"job {job_index}/{num_jobs}: {len(mine)} shards, {len(mine) - len(todo)} already done"
+    )
     settings = _decode_settings(cfg)
     workers = workers or cfg.shard_workers or os.cpu_count() or 1
     pairs = [(c, it) for c in todo for it in c.items]
@@ -365,8 +408,10 @@ def shard_source(
     summary = merge_manifests(out_dir)
     took = time.time() - start
     if summary is None:
-        log(f"job {job_index}/{num_jobs} done in {took:.1f} s; other jobs' shards are pending "
-            f"(the last job merges, or run `mwc shard --merge-only --out {out_dir}`)")
+        log(
+            f"job {job_index}/{num_jobs} done in {took:.1f} s; other jobs' shards are pending "
+            f"(the last job merges, or run `mwc shard --merge-only --out {out_dir}`)"
+        )
     else:
         log(format_summary(summary, out_dir) + f"\ndone in {took:.1f} s")
     return summary

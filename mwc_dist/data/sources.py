@@ -19,9 +19,10 @@ import io
 import json
 import os
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from mwc_dist.config import SPLITS, DataConfig
 
@@ -106,8 +107,12 @@ def _missing_file(path: Path, where: str, key: str) -> Reject:
         except OSError as exc:
             if exc.errno == errno.ELOOP:
                 return Reject(str(path), "symlink_loop", f"listed in {where}: the symlink points back into itself", key)
-        return Reject(str(path), "broken_symlink", f"listed in {where}: the symlink's target {os.readlink(path)} "
-                                                   f"does not exist", key)
+        return Reject(
+            str(path),
+            "broken_symlink",
+            f"listed in {where}: the symlink's target {os.readlink(path)} does not exist",
+            key,
+        )
     return Reject(str(path), "missing_file", f"listed in {where} but not found", key)
 
 
@@ -156,8 +161,10 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
         try:
             return list(reader)
         except csv.Error as exc:
-            raise SourceError(f"{path}: not a readable CSV at line {reader.line_num} ({exc}); fix the file or save "
-                              f"it again as CSV (UTF-8, comma-separated, quoted fields)") from None
+            raise SourceError(
+                f"{path}: not a readable CSV at line {reader.line_num} ({exc}); fix the file or save "
+                f"it again as CSV (UTF-8, comma-separated, quoted fields)"
+            ) from None
     if suffix == ".jsonl":
         rows = []
         for n, line in enumerate(text.splitlines(), 1):
@@ -171,11 +178,13 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
     try:
         tree = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SourceError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix the file or use JSONL") from None
+        raise SourceError(
+            f"{path}: not valid JSON ({exc.msg} at line {exc.lineno}); fix the file or use JSONL"
+        ) from None
     if isinstance(tree, dict) and isinstance(tree.get("data"), list):
         tree = tree["data"]
     if not isinstance(tree, list):
-        raise SourceError(f"{path}: expected a JSON list of objects (or {{\"data\": [...]}}), got {type(tree).__name__}")
+        raise SourceError(f'{path}: expected a JSON list of objects (or {{"data": [...]}}), got {type(tree).__name__}')
     return tree
 
 
@@ -231,8 +240,15 @@ def _rows_to_items(
             rejects.append(_missing_file(path, where, key))
             continue
         items.append(
-            Item(key, str(path), text, str(path), _opt_str(row.get(cfg.language_column)) or cfg.language,
-                 _opt_str(row.get(cfg.speaker_column)), split)
+            Item(
+                key,
+                str(path),
+                text,
+                str(path),
+                _opt_str(row.get(cfg.language_column)) or cfg.language,
+                _opt_str(row.get(cfg.speaker_column)),
+                split,
+            )
         )
     return items, rejects
 
@@ -257,14 +273,18 @@ def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
         items, rejects = _rows_to_items(_read_rows(meta), meta, root, cfg, referenced)
         for path in audio_files:  # audio in the folder that the metadata does not mention
             if _resolve(path) not in referenced:
-                rejects.append(Reject(str(path), "missing_transcript", f"not listed in {meta.name}", _rel_key(path, root)))
+                rejects.append(
+                    Reject(str(path), "missing_transcript", f"not listed in {meta.name}", _rel_key(path, root))
+                )
         return items, rejects
     items, rejects = [], []
     for path in audio_files:
         key = _rel_key(path, root)
         txt = path.with_suffix(".txt")
         if not txt.is_file():
-            rejects.append(Reject(str(path), "missing_transcript", f"no {txt.name} beside it and no metadata file", key))
+            rejects.append(
+                Reject(str(path), "missing_transcript", f"no {txt.name} beside it and no metadata file", key)
+            )
             continue
         text, bad = _check_text(_read_text_file(txt), str(path), key)
         if bad:
@@ -293,7 +313,9 @@ def open_hf_dataset(kind: str, location: str, split: str, config: str | None, au
     else:
         ds = datasets.load_dataset(location, config, split=split)
     if audio_column not in ds.column_names:
-        raise SourceError(f"{location}: no audio column {audio_column!r} (has {', '.join(ds.column_names)}). Set data.audio_column.")
+        raise SourceError(
+            f"{location}: no audio column {audio_column!r} (has {', '.join(ds.column_names)}). Set data.audio_column."
+        )
     return ds.cast_column(audio_column, datasets.Audio(decode=False))
 
 
@@ -309,13 +331,24 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
         # HF's audiofolder layout (metadata.csv/.jsonl with file_name, optionally one folder per split) is
         # read directly: datasets' own builder re-encodes audio through torchcodec, which needs FFmpeg.
         split_dir = Path(cfg.source) / cfg.hf_split
-        root = split_dir if split_dir.is_dir() and any((split_dir / m).is_file() for m in METADATA_FILES) else Path(cfg.source)
+        root = (
+            split_dir
+            if split_dir.is_dir() and any((split_dir / m).is_file() for m in METADATA_FILES)
+            else Path(cfg.source)
+        )
         return folder_items(dataclasses.replace(cfg, source=str(root)))
     ds = open_hf_dataset(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column)
     text_col = _find_column(ds.column_names, cfg.text_column, TEXT_COLUMN_ALIASES)
     if text_col is None:
-        raise SourceError(f"{cfg.source}: no text column {cfg.text_column!r} (has {', '.join(ds.column_names)}). Set data.text_column.")
-    meta_cols = [c for c in (text_col, cfg.language_column, cfg.speaker_column, cfg.split_column, cfg.id_column) if c in ds.column_names]
+        raise SourceError(
+            f"{cfg.source}: no text column {cfg.text_column!r} (has {', '.join(ds.column_names)}). "
+            "Set data.text_column."
+        )
+    meta_cols = [
+        c
+        for c in (text_col, cfg.language_column, cfg.speaker_column, cfg.split_column, cfg.id_column)
+        if c in ds.column_names
+    ]
     rows = ds.select_columns(meta_cols)  # no audio bytes in the main process
     items, rejects = [], []
     for index, row in enumerate(rows):
@@ -328,8 +361,17 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
             continue
         split = _opt_str(row.get(cfg.split_column))
         ref = HFRef(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column, index)
-        items.append(Item(key, ref, text, where, _opt_str(row.get(cfg.language_column)) or cfg.language,
-                          _opt_str(row.get(cfg.speaker_column)), split if split in SPLITS else None))
+        items.append(
+            Item(
+                key,
+                ref,
+                text,
+                where,
+                _opt_str(row.get(cfg.language_column)) or cfg.language,
+                _opt_str(row.get(cfg.speaker_column)),
+                split if split in SPLITS else None,
+            )
+        )
     return items, rejects
 
 
@@ -367,7 +409,9 @@ def list_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     for item in items:
         if item.key in seen:
             first = seen[item.key]
-            rejects.append(Reject(item.source, "duplicate_key", f"key {item.key!r} already used by {first.source}", item.key))
+            rejects.append(
+                Reject(item.source, "duplicate_key", f"key {item.key!r} already used by {first.source}", item.key)
+            )
             continue
         seen[item.key] = item
         unique.append(item)

@@ -23,9 +23,10 @@ from __future__ import annotations
 import io
 import json
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -52,7 +53,8 @@ def _count_samples(url: str) -> int:
 
 
 def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
-    """Shards of ``split``: ``data.<split>_shards`` (paths, brace patterns, pipe: URLs) or the manifest in ``data.shard_dir``."""
+    """Shards of ``split``: ``data.<split>_shards`` (paths, brace patterns, pipe: URLs) or the manifest in
+    ``data.shard_dir``."""
     from braceexpand import braceexpand
 
     pattern = cfg.train_shards if split == "train" else cfg.eval_shards
@@ -61,8 +63,10 @@ def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
     max_seconds = manifest["config"]["max_duration_seconds"] if manifest else None
     if not pattern:
         if manifest is None:
-            raise ValueError(f"no shards for split {split!r}: {manifest_path} does not exist. Run `mwc shard --out "
-                             f"{cfg.shard_dir}` or set data.shard_dir / data.{'train' if split == 'train' else 'eval'}_shards")
+            raise ValueError(
+                f"no shards for split {split!r}: {manifest_path} does not exist. Run `mwc shard --out "
+                f"{cfg.shard_dir}` or set data.shard_dir / data.{'train' if split == 'train' else 'eval'}_shards"
+            )
         urls = [str(Path(cfg.shard_dir) / s["shard"]) for s in manifest["shards"]]
         return ShardSet(urls, [s["num_samples"] for s in manifest["shards"]], max_seconds)
     urls = [u for part in pattern.split("::") for u in braceexpand(part)]
@@ -74,7 +78,8 @@ def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
 
 # ------------------------------------------------------------------------------------------ batches
 class Tokenize:
-    """Text -> Whisper labels: <|lang|><|task|><|notimestamps|> text <|endoftext|> (the decoder start is prepended by the model).
+    """Text -> Whisper labels: <|lang|><|task|><|notimestamps|> text <|endoftext|> (the model prepends the decoder
+    start).
 
     English-only models: <|notimestamps|> text <|endoftext|>.
     """
@@ -82,7 +87,9 @@ class Tokenize:
     def __init__(self, tokenizer, language: str | None, task: str, max_tokens: int = 0):
         self.tokenizer = tokenizer
         self.language, self.task = language, task
-        self.max_tokens = max_tokens  # the decoder's max_target_positions: a longer label (+ the decoder start) is ignored
+        self.max_tokens = (
+            max_tokens  # the decoder's max_target_positions: a longer label (+ the decoder start) is ignored
+        )
         ids = tokenizer.convert_tokens_to_ids
         self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
         self.multilingual = self.eot == 50257  # English-only vocabularies end text with 50256 and take no language/task
@@ -140,14 +147,20 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int)
     for i, ids in enumerate(label_ids):
         labels[i, : len(ids)] = torch.tensor(ids)
     return {
-        "audio": audio, "audio_lengths": torch.tensor([len(w) for w in waves]), "labels": labels,
-        "keys": [m["key"] for m in metas], "texts": [m["text"] for m in metas], "labels_over_limit": len(over),
-        "languages": [m.get("language") for m in metas], "seconds": float(sum(len(w) for w in waves)) / 16000,
+        "audio": audio,
+        "audio_lengths": torch.tensor([len(w) for w in waves]),
+        "labels": labels,
+        "keys": [m["key"] for m in metas],
+        "texts": [m["text"] for m in metas],
+        "labels_over_limit": len(over),
+        "languages": [m.get("language") for m in metas],
+        "seconds": float(sum(len(w) for w in waves)) / 16000,
     }
 
 
 def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int) -> Iterator[list[dict]]:
-    """Group ``batch_size * bucket_batches`` samples, sort them by duration, cut into batches; drop the last partial batch."""
+    """Group ``batch_size * bucket_batches`` samples, sort them by duration, cut into batches; drop the last
+    partial batch."""
     bucket: list[dict] = []
     for sample in samples:
         bucket.append(sample)
@@ -167,9 +180,22 @@ def _cut(bucket: list[dict], batch_size: int) -> Iterator[list[dict]]:
 class TrainStream(IterableDataset):
     """One rank's training batches for one epoch (see the module docstring)."""
 
-    def __init__(self, shards: ShardSet, tokenize: Tokenize, *, batch_size: int, seed: int, epoch: int, rank: int,
-                 world_size: int, num_workers: int, shuffle_buffer: int, bucket_size: int, max_samples: int,
-                 skip_items: int = 0):
+    def __init__(
+        self,
+        shards: ShardSet,
+        tokenize: Tokenize,
+        *,
+        batch_size: int,
+        seed: int,
+        epoch: int,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        shuffle_buffer: int,
+        bucket_size: int,
+        max_samples: int,
+        skip_items: int = 0,
+    ):
         self.shards, self.tokenize = shards, tokenize
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
@@ -186,8 +212,10 @@ class TrainStream(IterableDataset):
         return self.shard_order()[rank :: self.world_size][worker :: self.num_workers]
 
     def worker_batches(self, rank: int) -> list[int]:
-        return [sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.batch_size
-                for w in range(self.num_workers)]
+        return [
+            sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.batch_size
+            for w in range(self.num_workers)
+        ]
 
     def steps_per_epoch(self) -> int:
         """Full batches every rank can produce this epoch: the minimum over ranks."""
@@ -227,8 +255,14 @@ class TrainStream(IterableDataset):
 
 def build_train_loader(stream: TrainStream) -> DataLoader:
     workers = stream.num_workers if stream.num_workers > 1 else 0
-    return DataLoader(stream, batch_size=None, num_workers=workers, collate_fn=_identity,
-                      persistent_workers=False, prefetch_factor=4 if workers else None)
+    return DataLoader(
+        stream,
+        batch_size=None,
+        num_workers=workers,
+        collate_fn=_identity,
+        persistent_workers=False,
+        prefetch_factor=4 if workers else None,
+    )
 
 
 def _identity(x):
@@ -236,8 +270,16 @@ def _identity(x):
 
 
 # -------------------------------------------------------------------------------------------- eval
-def eval_batches(shards: ShardSet, tokenize: Tokenize, *, batch_size: int, rank: int, world_size: int,
-                 max_samples: int, limit: int = 0) -> Iterator[dict[str, Any]]:
+def eval_batches(
+    shards: ShardSet,
+    tokenize: Tokenize,
+    *,
+    batch_size: int,
+    rank: int,
+    world_size: int,
+    max_samples: int,
+    limit: int = 0,
+) -> Iterator[dict[str, Any]]:
     """This rank's share of the eval samples (sample i -> rank i % world), in order, batched."""
     import webdataset as wds
 
@@ -253,4 +295,3 @@ def eval_batches(shards: ShardSet, tokenize: Tokenize, *, batch_size: int, rank:
                 mine = []
     if mine:
         yield collate(mine, tokenize, max_samples)
-

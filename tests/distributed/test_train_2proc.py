@@ -28,23 +28,56 @@ def shards(demo_shards):
 ROOT = Path(__file__).parents[2]
 
 
-def launch(out_dir: Path, shards: Path, *overrides: str, cwd: Path | None = None, config_file: str | None = None,
-           expect_ok: bool = True):
-    """`accelerate launch` 2 CPU processes: DDP (ACCELERATE_USE_CPU + --multi_gpu, see docs/DISTRIBUTED.md) or a config file."""
+def launch(
+    out_dir: Path,
+    shards: Path,
+    *overrides: str,
+    cwd: Path | None = None,
+    config_file: str | None = None,
+    expect_ok: bool = True,
+):
+    """`accelerate launch` 2 CPU processes: DDP (ACCELERATE_USE_CPU + --multi_gpu, docs/DISTRIBUTED.md) or a config."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
     if config_file:
         engine = ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
     else:
         env["ACCELERATE_USE_CPU"] = "true"
-        engine = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-                  "--dynamo_backend", "no"]
-    cmd = [str(ACCELERATE), "launch", *engine, "-m", "mwc_dist.train",
-           f"data.shard_dir={shards}", f"train.output_dir={out_dir}", "model.base_model=tiny-random",
-           "model.language=es", "train.per_device_train_batch_size=4", "train.learning_rate=1e-3",
-           "train.log_every_steps=1", "train.max_steps=8", "train.warmup_steps=2", "data.num_workers=2",
-           "checkpoint.save_strategy=steps", "checkpoint.save_steps=3", "checkpoint.keep_last=5",
-           "train.eval_steps=4", "train.eval_max_samples=6", "train.per_device_eval_batch_size=2",
-           "train.generation_max_length=20", *overrides]
+        engine = [
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+        ]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        *engine,
+        "-m",
+        "mwc_dist.train",
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out_dir}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=4",
+        "train.learning_rate=1e-3",
+        "train.log_every_steps=1",
+        "train.max_steps=8",
+        "train.warmup_steps=2",
+        "data.num_workers=2",
+        "checkpoint.save_strategy=steps",
+        "checkpoint.save_steps=3",
+        "checkpoint.keep_last=5",
+        "train.eval_steps=4",
+        "train.eval_max_samples=6",
+        "train.per_device_eval_batch_size=2",
+        "train.generation_max_length=20",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, env=env, cwd=cwd or out_dir.parent, capture_output=True, text=True, timeout=600)
     if not expect_ok:
         return proc
@@ -80,8 +113,17 @@ def test_two_ranks_end_identical(straight):
 def test_only_rank0_writes(straight):
     out, _, cwd = straight
     assert list(cwd.iterdir()) == []  # nothing stray in the working directory
-    assert {p.name for p in out.iterdir()} == {"config.yaml", "metrics.jsonl", "run_summary.json", "final", "eval", "training_curves.png",
-                                               "checkpoint-3", "checkpoint-6", "checkpoint-8"}
+    assert {p.name for p in out.iterdir()} == {
+        "config.yaml",
+        "metrics.jsonl",
+        "run_summary.json",
+        "final",
+        "eval",
+        "training_curves.png",
+        "checkpoint-3",
+        "checkpoint-6",
+        "checkpoint-8",
+    }
     assert sorted(p.name for p in (out / "eval").iterdir()) == ["step-4", "step-8"]
     for ckpt in ("checkpoint-3", "checkpoint-6", "checkpoint-8"):
         state = sorted(p.name for p in (out / ckpt / "state").iterdir())
@@ -125,9 +167,18 @@ def test_qlora_with_distillation_on_two_ranks(shards, tmp_path):
     from transformers import WhisperForConditionalGeneration
 
     out = tmp_path / "qlora_kd"
-    summary = launch(out, shards, "model.use_4bit_quantization=true", "model.bnb_4bit_compute_dtype=float32",
-                     "model.use_distillation=true", "model.teacher_model=tiny-random", "model.lora_r=4",
-                     "train.max_steps=4", "train.eval_steps=-1", "checkpoint.save_steps=2")
+    summary = launch(
+        out,
+        shards,
+        "model.use_4bit_quantization=true",
+        "model.bnb_4bit_compute_dtype=float32",
+        "model.use_distillation=true",
+        "model.teacher_model=tiny-random",
+        "model.lora_r=4",
+        "train.max_steps=4",
+        "train.eval_steps=-1",
+        "checkpoint.save_steps=2",
+    )
     assert summary["world_size"] == 2 and summary["ranks_identical"]
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert all("kl" in r and "ce" in r for r in rows if "loss" in r)
@@ -171,14 +222,24 @@ def test_deepspeed_matches_ddp_and_resumes(ddp_reference, shards, tmp_path, conf
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")
-    launch(resumed, shards, ZERO_LR, "train.eval_steps=-1", "checkpoint.resume_from_checkpoint=latest",
-           config_file=config_file)
+    launch(
+        resumed,
+        shards,
+        ZERO_LR,
+        "train.eval_steps=-1",
+        "checkpoint.resume_from_checkpoint=latest",
+        config_file=config_file,
+    )
     assert sorted(losses(resumed)) == [4, 5, 6, 7, 8]
     assert _max_diff(resumed / "final", ddp_out / "final") < 1e-5
     # the export loads with the ecosystem's loader and gives DDP's logits
     features, labels = torch.randn(1, 80, 1000), torch.tensor([[50262, 50359, 50363, 400, 50257]])
-    logits = [WhisperForConditionalGeneration.from_pretrained(d / "final").eval()(input_features=features, labels=labels).logits
-              for d in (out, ddp_out)]
+    logits = [
+        WhisperForConditionalGeneration.from_pretrained(d / "final")
+        .eval()(input_features=features, labels=labels)
+        .logits
+        for d in (out, ddp_out)
+    ]
     assert (logits[0] - logits[1]).abs().max() < 1e-4
 
 
@@ -193,11 +254,19 @@ def test_launch_wrapper_cpu(shards, tmp_path):
     """launch/train.sh cpu: the wrapper's accelerate command really starts 2 processes in one group."""
     config = tmp_path / "run.yaml"
     out = tmp_path / "run"
-    config.write_text(f"data: {{shard_dir: {shards}, num_workers: 1}}\nmodel: {{base_model: tiny-random, language: es}}\n"
-                      f"train: {{output_dir: {out}, max_steps: 2, eval_steps: -1}}\ncheckpoint: {{save_strategy: 'no'}}\n")
+    config.write_text(
+        f"data: {{shard_dir: {shards}, num_workers: 1}}\nmodel: {{base_model: tiny-random, language: es}}\n"
+        f"train: {{output_dir: {out}, max_steps: 2, eval_steps: -1}}\ncheckpoint: {{save_strategy: 'no'}}\n"
+    )
     env = dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ['PATH']}", OMP_NUM_THREADS="1")
-    proc = subprocess.run(["bash", str(ROOT / "launch" / "train.sh"), "cpu", str(config)], env=env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        ["bash", str(ROOT / "launch" / "train.sh"), "cpu", str(config)],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_identical"] and summary["steps"] == 2

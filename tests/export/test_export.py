@@ -4,7 +4,6 @@ import json
 import re
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,9 +20,19 @@ def trained(tmp_path_factory, demo_shards):
     from mwc_dist.train import Trainer
 
     out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_config(None, [f"data.shard_dir={demo_shards}", f"train.output_dir={out}", "data.num_workers=1",
-                             "model.language=es", "train.max_steps=6", "train.learning_rate=2e-3",
-                             "train.eval_steps=-1", "checkpoint.save_strategy=no"])
+    cfg = load_config(
+        None,
+        [
+            f"data.shard_dir={demo_shards}",
+            f"train.output_dir={out}",
+            "data.num_workers=1",
+            "model.language=es",
+            "train.max_steps=6",
+            "train.learning_rate=2e-3",
+            "train.eval_steps=-1",
+            "checkpoint.save_strategy=no",
+        ],
+    )
     trainer = Trainer(cfg)
     trainer.setup()
     trainer.train()
@@ -34,8 +43,9 @@ def trained(tmp_path_factory, demo_shards):
 def exported(trained, demo_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
     clips, refs, language = clips_from_shards(demo_shards, "test", 4)
-    report = export_model(trained, out, ["safetensors", "pytorch", "onnx", "ct2"], clips=clips, references=refs,
-                          language=language)
+    report = export_model(
+        trained, out, ["safetensors", "pytorch", "onnx", "ct2"], clips=clips, references=refs, language=language
+    )
     return out, report, clips, language
 
 
@@ -95,28 +105,69 @@ def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tm
     files.append(str(write_audio(tmp_path / "long.flac", long, sentences[0][2])))
     outputs = {}
     for backend, model in (("pytorch", out / "safetensors"), ("onnx", out / "onnx"), ("ct2", out / "ct2")):
-        proc = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "transcribe", str(model), *files, "--backend", backend,
-                               "--language", "es", "--format", "json", "--max-new-tokens", "12"],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mwc_dist.cli",
+                "transcribe",
+                str(model),
+                *files,
+                "--backend",
+                backend,
+                "--language",
+                "es",
+                "--format",
+                "json",
+                "--max-new-tokens",
+                "12",
+            ],
+            capture_output=True,
+            text=True,
+        )
         assert proc.returncode == 0, proc.stderr[-2000:]
-        outputs[backend] = json.loads(proc.stdout[proc.stdout.index("{"):])
+        outputs[backend] = json.loads(proc.stdout[proc.stdout.index("{") :])
     assert outputs["pytorch"] == outputs["onnx"] == outputs["ct2"]
     assert len(outputs["pytorch"]) == 8
     assert len(outputs["pytorch"][files[-1]]["segments"]) == 2  # long audio in windows
-    srt = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "transcribe", str(out / "ct2"), files[-1], "--backend",
-                          "ct2", "--language", "es", "--format", "srt", "--max-new-tokens", "12"],
-                         capture_output=True, text=True, check=True).stdout
+    srt = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mwc_dist.cli",
+            "transcribe",
+            str(out / "ct2"),
+            files[-1],
+            "--backend",
+            "ct2",
+            "--language",
+            "es",
+            "--format",
+            "srt",
+            "--max-new-tokens",
+            "12",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     cues = re.findall(r"(\d\d):(\d\d):(\d\d),(\d\d\d) --> (\d\d):(\d\d):(\d\d),(\d\d\d)", srt)
-    times = [(3600 * int(c[0]) + 60 * int(c[1]) + int(c[2]) + int(c[3]) / 1000,
-              3600 * int(c[4]) + 60 * int(c[5]) + int(c[6]) + int(c[7]) / 1000) for c in cues]
+    times = [
+        (
+            3600 * int(c[0]) + 60 * int(c[1]) + int(c[2]) + int(c[3]) / 1000,
+            3600 * int(c[4]) + 60 * int(c[5]) + int(c[6]) + int(c[7]) / 1000,
+        )
+        for c in cues
+    ]
     assert len(times) == 2 and times[0][0] == 0.0 and 8.0 <= times[0][1] <= 10.0  # cut in a pause before 10 s
     assert times[1][0] == times[0][1] and times[1][1] == pytest.approx(len(long) / sentences[0][2], abs=0.01)
 
 
 def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):
     clips, refs, language = clips_from_shards(demo_shards, "test", 4)
-    report = export_model(trained, tmp_path, ["ct2"], ct2_quantization="int8", clips=clips, references=refs,
-                          language=language)
+    report = export_model(
+        trained, tmp_path, ["ct2"], ct2_quantization="int8", clips=clips, references=refs, language=language
+    )
     entry = report["parity"]["ct2"]
     assert entry["precision"] == "int8" and abs(entry["wer_diff_points"]) <= 1.0
 

@@ -56,22 +56,54 @@ def make_shards(root: Path, n: int = 32) -> Path:
     with open(src / "metadata.csv", "w", newline="") as f:
         csv.writer(f).writerows([("file_name", "text"), *rows])
     out = root / "shards"
-    shard_source(DataConfig(source=str(src), shard_samples=4, max_duration_seconds=10, train_split_ratio=1.0,
-                            validation_split_ratio=0.0,
-                            language="es"), out, workers=1, progress=False)
+    shard_source(
+        DataConfig(
+            source=str(src),
+            shard_samples=4,
+            max_duration_seconds=10,
+            train_split_ratio=1.0,
+            validation_split_ratio=0.0,
+            language="es",
+        ),
+        out,
+        workers=1,
+        progress=False,
+    )
     return out
 
 
-def train(name: str, shards: Path, out: Path, *overrides: str, launcher: list[str] | None = None,
-          env: dict | None = None, timeout: int = 240) -> dict:
+def train(
+    name: str,
+    shards: Path,
+    out: Path,
+    *overrides: str,
+    launcher: list[str] | None = None,
+    env: dict | None = None,
+    timeout: int = 240,
+) -> dict:
     """One training run through the real entry point; its run_summary.json, losses and log tail."""
-    base = [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.language=es", "train.eval_steps=-1",
-            "train.log_every_steps=1", "data.num_workers=1", "checkpoint.save_strategy=no",
-            "train.per_device_train_batch_size=4", "export.export_onnx=false", "export.export_ct2=false"]
+    base = [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.language=es",
+        "train.eval_steps=-1",
+        "train.log_every_steps=1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=no",
+        "train.per_device_train_batch_size=4",
+        "export.export_onnx=false",
+        "export.export_ct2=false",
+    ]
     cmd = [*(launcher or [sys.executable]), "-m", "mwc_dist.train", *base, *overrides]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=out.parent, env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
-                          capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(
+        cmd,
+        cwd=out.parent,
+        env=dict(os.environ, PYTHONPATH=str(ROOT), **(env or {})),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
     took = time.perf_counter() - start
     result = {"name": name, "ok": proc.returncode == 0, "seconds": took, "log": (proc.stdout + proc.stderr)[-1500:]}
     if result["ok"]:
@@ -93,7 +125,12 @@ def check_nccl() -> dict:
     torch.cuda.synchronize()
     ok = bool((x == 1).all())
     dist.destroy_process_group()
-    return {"name": "nccl", "ok": ok, "seconds": time.perf_counter() - start, "detail": f"backend nccl, all_reduce ok={ok}"}
+    return {
+        "name": "nccl",
+        "ok": ok,
+        "seconds": time.perf_counter() - start,
+        "detail": f"backend nccl, all_reduce ok={ok}",
+    }
 
 
 def main() -> int:
@@ -126,20 +163,50 @@ def main() -> int:
             skip("fp16 full", "fp16 needs CUDA (refused on CPU by design)")
         rows.append(train("bf16 full", shards, tmp / "bf16", *short, "train.mixed_precision=bf16"))
         if cuda:
-            rows.append(train("bf16 qlora", shards, tmp / "qlora", *short, "train.mixed_precision=bf16",
-                              "model.use_4bit_quantization=true", "model.bnb_4bit_compute_dtype=bfloat16",
-                              "model.lora_r=16"))
+            rows.append(
+                train(
+                    "bf16 qlora",
+                    shards,
+                    tmp / "qlora",
+                    *short,
+                    "train.mixed_precision=bf16",
+                    "model.use_4bit_quantization=true",
+                    "model.bnb_4bit_compute_dtype=bfloat16",
+                    "model.lora_r=16",
+                )
+            )
         else:
             skip("bf16 qlora", "bitsandbytes' CUDA NF4 kernels need CUDA")
-        accelerate = [str(Path(sys.executable).parent / "accelerate"), "launch", "--config_file",
-                      str(ROOT / "accelerate_configs" / "zero2.yaml"), "--num_processes", "1"]
-        rows.append(train("zero2 bf16" if cuda else "zero2 fp32", shards, tmp / "zero2", *short,
-                          *(["train.mixed_precision=bf16"] if cuda else []), launcher=accelerate))
+        accelerate = [
+            str(Path(sys.executable).parent / "accelerate"),
+            "launch",
+            "--config_file",
+            str(ROOT / "accelerate_configs" / "zero2.yaml"),
+            "--num_processes",
+            "1",
+        ]
+        rows.append(
+            train(
+                "zero2 bf16" if cuda else "zero2 fp32",
+                shards,
+                tmp / "zero2",
+                *short,
+                *(["train.mixed_precision=bf16"] if cuda else []),
+                launcher=accelerate,
+            )
+        )
         steps = 30
-        down = train("loss goes down", shards, tmp / "down", *model, f"train.max_steps={steps}",
-                     f"train.learning_rate={1e-3 if cuda else 3e-3}", "train.warmup_steps=3",
-                     "train.lr_scheduler_type=constant_with_warmup",
-                     *(["train.mixed_precision=bf16"] if cuda else []))
+        down = train(
+            "loss goes down",
+            shards,
+            tmp / "down",
+            *model,
+            f"train.max_steps={steps}",
+            f"train.learning_rate={1e-3 if cuda else 3e-3}",
+            "train.warmup_steps=3",
+            "train.lr_scheduler_type=constant_with_warmup",
+            *(["train.mixed_precision=bf16"] if cuda else []),
+        )
         if down["ok"]:
             first, last = np.mean(down["losses"][:5]), np.mean(down["losses"][-5:])
             down["ok"] = bool(last < 0.7 * first)
@@ -153,17 +220,27 @@ def main() -> int:
                 bench += ["--device", "cpu", "--presets", "tiny-random", "--steps", "2", "--batch", "2"]
             start = time.perf_counter()
             proc = subprocess.run(bench, capture_output=True, text=True, timeout=420, cwd=ROOT)
-            rows.append({"name": "throughput", "ok": proc.returncode == 0, "seconds": time.perf_counter() - start,
-                         "detail": "\n".join(proc.stdout.strip().splitlines()[-8:]) or proc.stderr[-800:]})
-    print(f"\n# mwc-dist gpu-check on {torch.cuda.get_device_name(0) if cuda else 'CPU (--cpu-smoke)'}, "
-          f"torch {torch.__version__}, model {preset}\n")
+            rows.append(
+                {
+                    "name": "throughput",
+                    "ok": proc.returncode == 0,
+                    "seconds": time.perf_counter() - start,
+                    "detail": "\n".join(proc.stdout.strip().splitlines()[-8:]) or proc.stderr[-800:],
+                }
+            )
+    print(
+        f"\n# mwc-dist gpu-check on {torch.cuda.get_device_name(0) if cuda else 'CPU (--cpu-smoke)'}, "
+        f"torch {torch.__version__}, model {preset}\n"
+    )
     print("| check | result | seconds | detail |\n| --- | --- | --- | --- |")
     for r in rows:
         detail = r.get("detail")
         if detail is None and r["ok"]:
             s = r["summary"]
-            detail = (f"{s['precision']}; world {s['world_size']}; {s['steps']} steps; "
-                      f"loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}")
+            detail = (
+                f"{s['precision']}; world {s['world_size']}; {s['steps']} steps; "
+                f"loss {r['losses'][0]:.3f} -> {r['losses'][-1]:.3f}"
+            )
         elif detail is None:
             detail = "FAILED: " + r["log"].strip().splitlines()[-1] if r.get("log") else "FAILED"
         status = "skip" if r["ok"] is None else ("ok" if r["ok"] else "FAIL")

@@ -62,8 +62,9 @@ def test_round_trip_same_tensors_and_tokens(tiny_hf, tmp_path, speech):
     # and CTranslate2 itself decodes the same tokens from the same features
     runtime = ctranslate2.models.Whisper(str(ct2_dir), device="cpu", compute_type="float32")
     prompt = [50258, 50262, 50359, 50363]  # <|startoftranscript|><|es|><|transcribe|><|notimestamps|>
-    ct2_ids = runtime.generate(ctranslate2.StorageView.from_array(features.numpy()), [prompt], beam_size=1,
-                               max_length=24, suppress_blank=True)[0].sequences_ids[0]
+    ct2_ids = runtime.generate(
+        ctranslate2.StorageView.from_array(features.numpy()), [prompt], beam_size=1, max_length=24, suppress_blank=True
+    )[0].sequences_ids[0]
     text_ids = [t for t in ids_a if t not in prompt and t != original.config.eos_token_id]
     n = min(len(text_ids), len(ct2_ids))
     assert n >= 8 and ct2_ids[:n] == text_ids[:n]
@@ -94,8 +95,9 @@ def test_cut_file_is_a_clear_error(tiny_hf, tmp_path):
 def _eval(model_dir, shards, language, tmp_path):
     from mwc_dist.evaluate import run_eval
 
-    return run_eval(str(model_dir), str(shards), str(tmp_path / "eval"), split="test", language=language,
-                    max_length=60, limit=12)
+    return run_eval(
+        str(model_dir), str(shards), str(tmp_path / "eval"), split="test", language=language, max_length=60, limit=12
+    )
 
 
 @pytest.fixture(scope="module")
@@ -117,8 +119,11 @@ def test_imported_whisper_base_transcribes_spanish(tmp_path, speech_shards):
     from transformers import WhisperForConditionalGeneration, WhisperProcessor, pipeline
 
     out = tmp_path / "whisper-base"
-    result = subprocess.run([sys.executable, "-m", "mwc_dist.cli", "import-ct2", "--package", "whisper-base", str(out)],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "mwc_dist.cli", "import-ct2", "--package", "whisper-base", str(out)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     config = json.loads((out / "config.json").read_text())
     assert (config["d_model"], config["encoder_layers"], config["vocab_size"]) == (512, 6, 51865)
@@ -133,8 +138,13 @@ def test_imported_whisper_base_transcribes_spanish(tmp_path, speech_shards):
     processor = WhisperProcessor.from_pretrained(out)
     assert len(processor.tokenizer) == 51865 and model.config.num_mel_bins == 80
     rows = [json.loads(x) for x in (tmp_path / "eval" / "predictions.jsonl").read_text().splitlines()]
-    asr = pipeline("automatic-speech-recognition", model=model, tokenizer=processor.tokenizer,
-                   feature_extractor=processor.feature_extractor, device="cpu")
+    asr = pipeline(
+        "automatic-speech-recognition",
+        model=model,
+        tokenizer=processor.tokenizer,
+        feature_extractor=processor.feature_extractor,
+        device="cpu",
+    )
     import soundfile as sf
 
     from mwc_dist.data.stream import decode_flac

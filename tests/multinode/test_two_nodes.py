@@ -25,10 +25,22 @@ STEPS = 12
 
 
 def _overrides(shards: Path, out: Path) -> list[str]:
-    return [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
-            "train.per_device_train_batch_size=4", "train.learning_rate=1e-3", "train.log_every_steps=1",
-            f"train.max_steps={STEPS}", "train.warmup_steps=2", "train.eval_steps=-1", "data.num_workers=1",
-            "checkpoint.save_strategy=steps", "checkpoint.save_steps=3", "checkpoint.keep_last=2"]
+    return [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=4",
+        "train.learning_rate=1e-3",
+        "train.log_every_steps=1",
+        f"train.max_steps={STEPS}",
+        "train.warmup_steps=2",
+        "train.eval_steps=-1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=steps",
+        "checkpoint.save_steps=3",
+        "checkpoint.keep_last=2",
+    ]
 
 
 def _env(**extra) -> dict:
@@ -58,8 +70,18 @@ def _losses(out: Path) -> dict[int, float]:
 def one_node(demo_shards, tmp_path_factory):
     """The reference: one machine, two processes."""
     out = tmp_path_factory.mktemp("one_node") / "run"
-    cmd = [str(ACCELERATE), "launch", *CPU, "--num_machines", "1", "--num_processes", "2", "-m", "mwc_dist.train",
-           *_overrides(demo_shards, out)]
+    cmd = [
+        str(ACCELERATE),
+        "launch",
+        *CPU,
+        "--num_machines",
+        "1",
+        "--num_processes",
+        "2",
+        "-m",
+        "mwc_dist.train",
+        *_overrides(demo_shards, out),
+    ]
     proc = subprocess.run(cmd, env=_env(), cwd=out.parent, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert sorted(_losses(out)) == list(range(1, STEPS + 1))
@@ -70,12 +92,38 @@ def test_accelerate_on_two_nodes_equals_one_node(nodes, one_node, demo_shards, t
     out = tmp_path / "run"
     procs = []
     for rank in (0, 1):
-        cmd = on_node(rank + 1, [str(ACCELERATE), "launch", *CPU, "--num_machines", "2", "--num_processes", "2",
-                                 "--machine_rank", str(rank), "--main_process_ip", nodes[0], "--main_process_port",
-                                 "29500", "-m", "mwc_dist.train", *_overrides(demo_shards, out)])
+        cmd = on_node(
+            rank + 1,
+            [
+                str(ACCELERATE),
+                "launch",
+                *CPU,
+                "--num_machines",
+                "2",
+                "--num_processes",
+                "2",
+                "--machine_rank",
+                str(rank),
+                "--main_process_ip",
+                nodes[0],
+                "--main_process_port",
+                "29500",
+                "-m",
+                "mwc_dist.train",
+                *_overrides(demo_shards, out),
+            ],
+        )
         # gloo binds to the hostname's address (127.0.0.1 in each namespace) unless told the interface
-        procs.append(subprocess.Popen(cmd, env=_env(GLOO_SOCKET_IFNAME="eth0"), cwd=tmp_path, text=True,
-                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                env=_env(GLOO_SOCKET_IFNAME="eth0"),
+                cwd=tmp_path,
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        )
     logs = [p.communicate(timeout=400)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], logs[0][-3000:] + logs[1][-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
@@ -90,11 +138,30 @@ def test_accelerate_on_two_nodes_equals_one_node(nodes, one_node, demo_shards, t
 def _sbatch(env: dict, tmp_path: Path, shards: Path, out: Path, name: str) -> str:
     config = tmp_path / f"{name}.yaml"
     config.write_text("model: {base_model: tiny-random}\n")  # the rest comes as overrides on the command line
-    job_env = dict(env, PYTHON=sys.executable, MWC_DIR=str(ROOT), CONFIG=str(config), OMP_NUM_THREADS="1",
-                   GLOO_SOCKET_IFNAME="eth0", GPUS_PER_NODE="0", PYTHONPATH=str(ROOT))
-    proc = subprocess.run(["sbatch", "--parsable", "--nodes=2", f"--output={tmp_path}/{name}.out",
-                           str(ROOT / "slurm" / "train.sbatch"), *_overrides(shards, out)],
-                          env=job_env, cwd=tmp_path, capture_output=True, text=True)
+    job_env = dict(
+        env,
+        PYTHON=sys.executable,
+        MWC_DIR=str(ROOT),
+        CONFIG=str(config),
+        OMP_NUM_THREADS="1",
+        GLOO_SOCKET_IFNAME="eth0",
+        GPUS_PER_NODE="0",
+        PYTHONPATH=str(ROOT),
+    )
+    proc = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--nodes=2",
+            f"--output={tmp_path}/{name}.out",
+            str(ROOT / "slurm" / "train.sbatch"),
+            *_overrides(shards, out),
+        ],
+        env=job_env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip().split(";")[0]
 
@@ -118,8 +185,9 @@ def test_sbatch_two_nodes_requeued_midway_resumes_to_the_same_weights(slurm2, on
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 240
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 4):
-        assert job_state(job, slurm2).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), \
-            (tmp_path / "requeue.out").read_text()[-3000:]
+        assert job_state(job, slurm2).get("JobState") in ("PENDING", "RUNNING", "CONFIGURING"), (
+            tmp_path / "requeue.out"
+        ).read_text()[-3000:]
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm2, check=True)  # what --signal=USR1@120 sends
     info = wait_for_job(job, slurm2, timeout=400)
@@ -128,8 +196,9 @@ def test_sbatch_two_nodes_requeued_midway_resumes_to_the_same_weights(slurm2, on
     assert int(info["Restarts"]) == 1 and "preempted (SIGUSR1)" in log and "scontrol requeue" in log
     stopped_at = int(log.split("preempted (SIGUSR1) at step ")[1].split(":")[0])
     assert 4 <= stopped_at < STEPS and f"at step {stopped_at}, epoch" in log  # resumed where it stopped
-    assert sorted(int(json.loads(x)["step"]) for x in metrics.read_text().splitlines() if '"loss"' in x) == \
-        list(range(1, STEPS + 1))  # every step once: no replay, no gap
+    assert sorted(int(json.loads(x)["step"]) for x in metrics.read_text().splitlines() if '"loss"' in x) == list(
+        range(1, STEPS + 1)
+    )  # every step once: no replay, no gap
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == STEPS and summary["ranks_identical"]
     assert _losses(out) == _losses(one_node)

@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import time
-from pathlib import Path
 
 import torch
 
@@ -26,8 +25,12 @@ from mwc_dist.train import Trainer, main
 
 FAULTS = [f.split(":") for f in os.environ.get("MWC_FAULT", "none").split(";")]  # several: "a:...;b:..."
 kind, *args = FAULTS[0]
-setup, compute_loss, to_json, train_step = (Trainer.setup, Trainer.compute_loss, checkpoint.TrainState.to_json,
-                                            Trainer.train_step)
+setup, compute_loss, to_json, train_step = (
+    Trainer.setup,
+    Trainer.compute_loss,
+    checkpoint.TrainState.to_json,
+    Trainer.train_step,
+)
 
 
 class _InfGrad(torch.autograd.Function):
@@ -59,12 +62,17 @@ def _record_dtypes(self):
     model = self.accelerator.unwrap_model(self.model)
     seen, path = {}, self.out_dir / "dtypes" / f"rank-{self.accelerator.process_index}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    for name, layer in (("encoder.fc1", model.get_encoder().layers[0].fc1), ("decoder.fc1", model.get_decoder().layers[0].fc1)):
+    for name, layer in (
+        ("encoder.fc1", model.get_encoder().layers[0].fc1),
+        ("decoder.fc1", model.get_decoder().layers[0].fc1),
+    ):
+
         def hook(module, inputs, output, name=name):
             if name not in seen:
                 seen[name] = str(output.dtype)
                 seen[name.replace("fc1", "weight")] = str(module.weight.dtype)
                 path.write_text(json.dumps(seen))
+
         layer.register_forward_hook(hook)
 
 
@@ -74,8 +82,12 @@ def _compute_loss(self, features, labels, teacher_features=None):
     loss, ce, kl = compute_loss(self, features, labels, teacher_features)
     step, rank = self.state.step + 1, self.accelerator.process_index
     for fault, *fargs in FAULTS:
-        hit = (fault in ("nan-on-rank", "inf-grad-on-rank") and rank == int(fargs[0])
-               and str(step) in fargs[1].split(",") and (len(fargs) < 3 or self.micro_in_step == 0))
+        hit = (
+            fault in ("nan-on-rank", "inf-grad-on-rank")
+            and rank == int(fargs[0])
+            and str(step) in fargs[1].split(",")
+            and (len(fargs) < 3 or self.micro_in_step == 0)
+        )
         if hit and fault == "nan-on-rank":
             loss = loss * torch.tensor(float("nan"))
         elif hit:

@@ -16,10 +16,22 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 def _args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
-            "train.per_device_train_batch_size=2", "train.learning_rate=1e-3", "train.log_every_steps=1",
-            "train.eval_steps=-1", "data.num_workers=1", "checkpoint.save_strategy=steps", "checkpoint.save_steps=2",
-            "checkpoint.keep_last=5", "checkpoint.resume_from_checkpoint=latest", *extra]
+    return [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=2",
+        "train.learning_rate=1e-3",
+        "train.log_every_steps=1",
+        "train.eval_steps=-1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=steps",
+        "checkpoint.save_steps=2",
+        "checkpoint.keep_last=5",
+        "checkpoint.resume_from_checkpoint=latest",
+        *extra,
+    ]
 
 
 def _env(**extra) -> dict:
@@ -42,9 +54,13 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_and_resumes(demo_shar
     from mwc_dist.checkpoint import list_checkpoints, resolve_resume
 
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, str(HARNESS), *_args(demo_shards, out, "train.max_steps=6")],
-                            env=_env(MWC_FAULT="stall-checkpoint:4"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(HARNESS), *_args(demo_shards, out, "train.max_steps=6")],
+        env=_env(MWC_FAULT="stall-checkpoint:4"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     _wait_for(out / "STALLED", proc)
     proc.kill()  # SIGKILL while checkpoint-4 is half written
     proc.wait(30)
@@ -53,8 +69,13 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_and_resumes(demo_shar
     assert [p.name for p in list_checkpoints(out)] == ["checkpoint-2"]  # intact, and the only one trusted
     assert resolve_resume("latest", out).name == "checkpoint-2"
 
-    again = subprocess.run([sys.executable, "-m", "mwc_dist.train", *_args(demo_shards, out, "train.max_steps=6")],
-                           env=_env(), capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [sys.executable, "-m", "mwc_dist.train", *_args(demo_shards, out, "train.max_steps=6")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stdout[-2000:] + again.stderr[-3000:]
     assert "resumed from" in again.stdout and "checkpoint-2 at step 2" in again.stdout
     assert not half.exists()  # the stale temp folder is cleared
@@ -67,8 +88,13 @@ def test_damaged_newest_checkpoint_is_passed_over(demo_shards, tmp_path):
     from mwc_dist.checkpoint import problem, resolve_resume
 
     out = tmp_path / "run"
-    run = subprocess.run([sys.executable, "-m", "mwc_dist.train", *_args(demo_shards, out, "train.max_steps=4")],
-                         env=_env(), capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        [sys.executable, "-m", "mwc_dist.train", *_args(demo_shards, out, "train.max_steps=4")],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     weights = out / "checkpoint-4" / "model" / "model.safetensors"
     data = weights.read_bytes()
@@ -81,17 +107,34 @@ def test_damaged_newest_checkpoint_is_passed_over(demo_shards, tmp_path):
         resolve_resume(str(out / "checkpoint-4"), out)
     # same size but garbage in the safetensors header is caught as well
     weights.write_bytes(b"\xff" * len(data))
-    (out / "checkpoint-4" / "files.json").write_text(json.dumps(
-        {**json.loads((out / "checkpoint-4" / "files.json").read_text()), "model/model.safetensors": len(data)}))
+    (out / "checkpoint-4" / "files.json").write_text(
+        json.dumps(
+            {**json.loads((out / "checkpoint-4" / "files.json").read_text()), "model/model.safetensors": len(data)}
+        )
+    )
     assert "not a readable safetensors file" in problem(out / "checkpoint-4")
 
 
 def _launch_2proc(shards: Path, out: Path, fault: str, *extra: str) -> subprocess.Popen:
-    engine = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
-              "--dynamo_backend", "no"]
-    return subprocess.Popen([str(ACCELERATE), "launch", *engine, str(HARNESS), *_args(shards, out, *extra)],
-                            env=_env(ACCELERATE_USE_CPU="true", MWC_FAULT=fault), stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=out.parent)
+    engine = [
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]
+    return subprocess.Popen(
+        [str(ACCELERATE), "launch", *engine, str(HARNESS), *_args(shards, out, *extra)],
+        env=_env(ACCELERATE_USE_CPU="true", MWC_FAULT=fault),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=out.parent,
+    )
 
 
 def _time_failure(proc: subprocess.Popen, out: Path, fault) -> tuple[int, float, str]:
@@ -144,9 +187,18 @@ def test_a_killed_rank_fails_the_job_promptly(demo_shards, tmp_path):
 
 def test_sigterm_checkpoints_at_the_step_boundary_and_exits_124(demo_shards, tmp_path):
     out = tmp_path / "run"
-    proc = subprocess.Popen([sys.executable, "-m", "mwc_dist.train", *_args(demo_shards, out, "train.max_steps=40",
-                                                                            "checkpoint.save_steps=1000")],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mwc_dist.train",
+            *_args(demo_shards, out, "train.max_steps=40", "checkpoint.save_steps=1000"),
+        ],
+        env=_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 240
     while (not metrics.exists() or len(metrics.read_text().splitlines()) < 3) and time.time() < deadline:

@@ -15,15 +15,27 @@ HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
 MWC = Path(sys.executable).parent / "mwc"
 # the harness's Trainer patches, then the real `mwc` command line
-MWC_WITH_FAULTS = ("import sys; sys.path.insert(0, sys.argv.pop(1)); import harness; from mwc_dist.cli import main; "
-                   "sys.exit(main(sys.argv[1:]))")
+MWC_WITH_FAULTS = (
+    "import sys; sys.path.insert(0, sys.argv.pop(1)); import harness; from mwc_dist.cli import main; "
+    "sys.exit(main(sys.argv[1:]))"
+)
 
 
 def _args(shards: Path, out: Path) -> list[str]:
-    return [f"data.shard_dir={shards}", f"train.output_dir={out}", "model.base_model=tiny-random", "model.language=es",
-            "train.per_device_train_batch_size=2", "train.eval_steps=-1", "data.num_workers=1",
-            "checkpoint.save_strategy=steps", "checkpoint.save_steps=2", "train.max_steps=8", "train.max_bad_steps=3",
-            "train.log_every_steps=1"]
+    return [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "train.per_device_train_batch_size=2",
+        "train.eval_steps=-1",
+        "data.num_workers=1",
+        "checkpoint.save_strategy=steps",
+        "checkpoint.save_steps=2",
+        "train.max_steps=8",
+        "train.max_bad_steps=3",
+        "train.log_every_steps=1",
+    ]
 
 
 def _env(**extra) -> dict:
@@ -37,21 +49,26 @@ def test_a_diverging_run_exits_3(demo_shards, tmp_path, entry):
         cmd = [sys.executable, "-c", MWC_WITH_FAULTS, str(HERE), "train", *_args(demo_shards, out)]
     else:
         cmd = [sys.executable, str(HERE / "harness.py"), *_args(demo_shards, out)]
-    proc = subprocess.run(cmd, env=_env(MWC_FAULT="nan-on-rank:0:3,4,5,6,7,8"), capture_output=True, text=True,
-                          timeout=300)
+    proc = subprocess.run(
+        cmd, env=_env(MWC_FAULT="nan-on-rank:0:3,4,5,6,7,8"), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 3, proc.stderr[-3000:]
     assert "error: stopped at step 5: 3 optimizer steps in a row were skipped" in proc.stderr
     assert "checkpoint-2" in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("entry", [[sys.executable, "-m", "mwc_dist.train"], [str(MWC), "train"]])
-@pytest.mark.parametrize("bad, says", [
-    (["train.learning_rate=-1"], "train.learning_rate"),
-    (["train.max_stepz=3"], "train.max_steps"),  # a typo: the closest valid key is suggested
-    (["data.shard_dir=/nonexistent/shards"], "/nonexistent/shards"),  # bad data: refused in setup
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (["train.learning_rate=-1"], "train.learning_rate"),
+        (["train.max_stepz=3"], "train.max_steps"),  # a typo: the closest valid key is suggested
+        (["data.shard_dir=/nonexistent/shards"], "/nonexistent/shards"),  # bad data: refused in setup
+    ],
+)
 def test_bad_config_or_data_exits_2(tmp_path, entry, bad, says):
-    proc = subprocess.run([*entry, f"train.output_dir={tmp_path / 'run'}", *bad], env=_env(), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [*entry, f"train.output_dir={tmp_path / 'run'}", *bad], env=_env(), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert says in proc.stderr and "Traceback" not in proc.stderr

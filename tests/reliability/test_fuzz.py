@@ -1,4 +1,4 @@
-"""The config loader and the manifest readers, fuzzed with hypothesis: a result, or a clear error naming the file/key."""
+"""The config loader and the manifest readers, fuzzed with hypothesis: a result, or a clear error naming file/key."""
 
 import json
 import os
@@ -14,19 +14,58 @@ from mwc_dist.data.sources import SourceError, list_items
 
 # derandomized in `make test` (the same 150 cases every run); MWC_FUZZ_EXAMPLES=5000 explores fresh ones
 EXAMPLES = int(os.environ.get("MWC_FUZZ_EXAMPLES", "0"))
-FUZZ = settings(max_examples=EXAMPLES or 150, derandomize=not EXAMPLES, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.function_scoped_fixture])
+FUZZ = settings(
+    max_examples=EXAMPLES or 150,
+    derandomize=not EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
 
-SECTIONS = ["data", "model", "train", "checkpoint", "export", "tracking", "training", "distillation", "lora", "quantization"]
-KEYS = sorted({k.split(".", 1)[1] for k in SEED_KEYS} | {"shard_dir", "max_steps", "learning_rate", "mixed_precision",
-                                                          "report_to", "save_strategy", "language", "lr", "bogus"})
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-10**12, 10**12), st.floats(allow_nan=True),
-                    st.text(max_size=20), st.sampled_from(["no", "yes", "fp16", "bf16", "1e-3", "~", "[]", "{}"]))
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
-                      max_leaves=6)
-trees = st.dictionaries(st.sampled_from(SECTIONS) | st.text(max_size=10),
-                        st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=10), values, max_size=4) | values,
-                        max_size=4)
+SECTIONS = [
+    "data",
+    "model",
+    "train",
+    "checkpoint",
+    "export",
+    "tracking",
+    "training",
+    "distillation",
+    "lora",
+    "quantization",
+]
+KEYS = sorted(
+    {k.split(".", 1)[1] for k in SEED_KEYS}
+    | {
+        "shard_dir",
+        "max_steps",
+        "learning_rate",
+        "mixed_precision",
+        "report_to",
+        "save_strategy",
+        "language",
+        "lr",
+        "bogus",
+    }
+)
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**12), 10**12),
+    st.floats(allow_nan=True),
+    st.text(max_size=20),
+    st.sampled_from(["no", "yes", "fp16", "bf16", "1e-3", "~", "[]", "{}"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
+trees = st.dictionaries(
+    st.sampled_from(SECTIONS) | st.text(max_size=10),
+    st.dictionaries(st.sampled_from(KEYS) | st.text(max_size=10), values, max_size=4) | values,
+    max_size=4,
+)
 
 
 def _loads_or_explains(path: Path, overrides=()) -> None:
@@ -63,8 +102,10 @@ def test_overrides_of_any_shape(items, tmp_path):
     _loads_or_explains(path, items)
 
 
-cells = st.one_of(st.text(max_size=30), st.sampled_from(["a.wav", "missing.flac", "../x.wav", "", "train", "trian",
-                                                          "/etc/passwd", "good.wav"]))
+cells = st.one_of(
+    st.text(max_size=30),
+    st.sampled_from(["a.wav", "missing.flac", "../x.wav", "", "train", "trian", "/etc/passwd", "good.wav"]),
+)
 
 
 def _reads_or_explains(source: Path) -> None:
@@ -87,9 +128,14 @@ def _good(tmp: Path) -> None:
 
 
 @FUZZ
-@given(header=st.lists(st.sampled_from(["audio", "text", "file_name", "transcription", "split", "id", "x"]) | st.text(max_size=8),
-                       min_size=1, max_size=4),
-       rows=st.lists(st.lists(cells, max_size=5), max_size=6))
+@given(
+    header=st.lists(
+        st.sampled_from(["audio", "text", "file_name", "transcription", "split", "id", "x"]) | st.text(max_size=8),
+        min_size=1,
+        max_size=4,
+    ),
+    rows=st.lists(st.lists(cells, max_size=5), max_size=6),
+)
 def test_csv_manifest_of_any_shape(header, rows, tmp_path):
     import csv
     import io
@@ -104,8 +150,17 @@ def test_csv_manifest_of_any_shape(header, rows, tmp_path):
     _reads_or_explains(path)
 
 
-json_rows = st.lists(st.one_of(st.dictionaries(st.sampled_from(["audio", "text", "split", "id", "language"]) | st.text(max_size=5),
-                                               values | cells, max_size=4), values), max_size=6)
+json_rows = st.lists(
+    st.one_of(
+        st.dictionaries(
+            st.sampled_from(["audio", "text", "split", "id", "language"]) | st.text(max_size=5),
+            values | cells,
+            max_size=4,
+        ),
+        values,
+    ),
+    max_size=6,
+)
 
 
 @FUZZ

@@ -10,10 +10,21 @@ def _trainer(tmp_path, demo_shards, *extra):
     from mwc_dist.config import load_config
     from mwc_dist.train import Trainer
 
-    cfg = load_config(None, [f"data.shard_dir={demo_shards}", f"train.output_dir={tmp_path / 'run'}", "data.num_workers=1",
-                             "model.language=es", "train.log_every_steps=1", "train.eval_steps=-1",
-                             "train.learning_rate=1e-3", "checkpoint.save_strategy=steps", "checkpoint.save_steps=2",
-                             *extra])
+    cfg = load_config(
+        None,
+        [
+            f"data.shard_dir={demo_shards}",
+            f"train.output_dir={tmp_path / 'run'}",
+            "data.num_workers=1",
+            "model.language=es",
+            "train.log_every_steps=1",
+            "train.eval_steps=-1",
+            "train.learning_rate=1e-3",
+            "checkpoint.save_strategy=steps",
+            "checkpoint.save_steps=2",
+            *extra,
+        ],
+    )
     trainer = Trainer(cfg)
     trainer.setup()
     return trainer

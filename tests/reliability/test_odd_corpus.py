@@ -69,7 +69,7 @@ def odd(tmp_path_factory, sentences):
     mp3 = encode_bytes(w0, 16000, "mp3")
     add("truncated.mp3", mp3[: len(mp3) // 3], t0, "truncated")
     add("zero_bytes.mp3", b"", t0, "empty_file")
-    add("text_renamed.wav", "1,2,3\nnot audio at all\n".encode() * 50, t0, "not_audio")
+    add("text_renamed.wav", b"1,2,3\nnot audio at all\n" * 50, t0, "not_audio")
     with sf.SoundFile(root / "three_hours.flac", "w", 8000, 1, format="FLAC", subtype="PCM_16") as f:
         block = np.zeros(8000 * 600, dtype=np.int16)
         block[::4000] = 300  # a little signal, so the reason is the length and not silence
@@ -119,8 +119,15 @@ def odd(tmp_path_factory, sentences):
 
 
 def _shard(source: Path, out: Path) -> dict:
-    cfg = DataConfig(source=str(source), max_duration_seconds=30, min_duration_seconds=0.1, shard_samples=5,
-                     train_split_ratio=1.0, validation_split_ratio=0.0, test_split_ratio=0.0)
+    cfg = DataConfig(
+        source=str(source),
+        max_duration_seconds=30,
+        min_duration_seconds=0.1,
+        shard_samples=5,
+        train_split_ratio=1.0,
+        validation_split_ratio=0.0,
+        test_split_ratio=0.0,
+    )
     return shard_source(cfg, out, workers=2, progress=False)
 
 
@@ -174,6 +181,7 @@ def test_jsonl_manifest_with_wrong_types(odd, tmp_path):
     summary = _shard(manifest, tmp_path / "out")
     assert set(_sharded(tmp_path / "out")) == {r["audio"] for r in records[:4]}
     reasons = [json.loads(x)["reason"] for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
-    assert sorted(reasons) == sorted(["invalid_text", "missing_audio_path", "invalid_text", "missing_transcript",
-                                      "invalid_row", "invalid_row"])
+    assert sorted(reasons) == sorted(
+        ["invalid_text", "missing_audio_path", "invalid_text", "missing_transcript", "invalid_row", "invalid_row"]
+    )
     assert summary["num_items"] == 4 + len(reasons)

@@ -1,7 +1,6 @@
 """No pickle from files a user did not create; secrets never written to disk."""
 
 import ast
-import json
 import os
 import subprocess
 import sys
@@ -10,8 +9,11 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).parents[2]
-SECRETS = {"WANDB_API_KEY": "wandb-sekrit-0123456789abcdef0123456789abcdef", "HF_TOKEN": "hf_SekritTokenXYZ987",
-           "HUGGING_FACE_HUB_TOKEN": "hf_OtherSekrit555"}
+SECRETS = {
+    "WANDB_API_KEY": "wandb-sekrit-0123456789abcdef0123456789abcdef",
+    "HF_TOKEN": "hf_SekritTokenXYZ987",
+    "HUGGING_FACE_HUB_TOKEN": "hf_OtherSekrit555",
+}
 
 
 def test_no_unsafe_deserialisation_in_the_code():
@@ -22,11 +24,15 @@ def test_no_unsafe_deserialisation_in_the_code():
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 names = [a.name for a in node.names] + ([node.module] if isinstance(node, ast.ImportFrom) else [])
                 assert not {"pickle", "cPickle", "dill", "marshal", "joblib"} & set(names), f"{path}: imports {names}"
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", None) == "load" and \
-                    getattr(getattr(node.func, "value", None), "id", None) == "torch":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", None) == "load"
+                and getattr(getattr(node.func, "value", None), "id", None) == "torch"
+            ):
                 kw = {k.arg: k.value for k in node.keywords}
-                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, \
+                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, (
                     f"{path}:{node.lineno}: torch.load without weights_only=True"
+                )
 
 
 def test_resume_reads_no_pickle(tmp_path, demo_shards, monkeypatch):
@@ -36,8 +42,15 @@ def test_resume_reads_no_pickle(tmp_path, demo_shards, monkeypatch):
     from mwc_dist.config import load_config
     from mwc_dist.train import Trainer
 
-    args = [f"data.shard_dir={demo_shards}", f"train.output_dir={tmp_path / 'run'}", "data.num_workers=1",
-            "model.language=es", "train.eval_steps=-1", "checkpoint.save_strategy=steps", "checkpoint.save_steps=2"]
+    args = [
+        f"data.shard_dir={demo_shards}",
+        f"train.output_dir={tmp_path / 'run'}",
+        "data.num_workers=1",
+        "model.language=es",
+        "train.eval_steps=-1",
+        "checkpoint.save_strategy=steps",
+        "checkpoint.save_steps=2",
+    ]
     first = Trainer(load_config(None, [*args, "train.max_steps=2"]))
     first.setup()
     first.train()
@@ -66,11 +79,28 @@ def test_secrets_never_reach_disk(tmp_path, demo_shards):
     out = tmp_path / "run"
     env = dict(os.environ, OMP_NUM_THREADS="1", WANDB_MODE="offline", **SECRETS)
     proc = subprocess.run(
-        [sys.executable, "-m", "mwc_dist.train", f"data.shard_dir={demo_shards}", f"train.output_dir={out}",
-         "data.num_workers=1", "model.language=es", "train.max_steps=2", "train.eval_steps=2", "train.eval_max_samples=2",
-         "train.generation_max_length=8", "checkpoint.save_strategy=steps", "checkpoint.save_steps=2",
-         "tracking.report_to=[wandb,tensorboard]", "export.export_pytorch=true"],
-        env=env, capture_output=True, timeout=600, cwd=tmp_path)
+        [
+            sys.executable,
+            "-m",
+            "mwc_dist.train",
+            f"data.shard_dir={demo_shards}",
+            f"train.output_dir={out}",
+            "data.num_workers=1",
+            "model.language=es",
+            "train.max_steps=2",
+            "train.eval_steps=2",
+            "train.eval_max_samples=2",
+            "train.generation_max_length=8",
+            "checkpoint.save_strategy=steps",
+            "checkpoint.save_steps=2",
+            "tracking.report_to=[wandb,tensorboard]",
+            "export.export_pytorch=true",
+        ],
+        env=env,
+        capture_output=True,
+        timeout=600,
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:].decode(errors="replace")
     files = [f for f in tmp_path.rglob("*") if f.is_file()]
     assert (out / "final" / "model.safetensors").is_file() and list((out / "exports").rglob("pytorch_model.bin"))

@@ -39,8 +39,11 @@ def job_state(job_id: str) -> dict:
     return dict(field.split("=", 1) for field in out.split() if "=" in field)
 
 
-def wait_for(job_id: str, states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"),
-             timeout: float = 300) -> dict:
+def wait_for(
+    job_id: str,
+    states=("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY"),
+    timeout: float = 300,
+) -> dict:
     deadline = time.time() + timeout
     while time.time() < deadline:
         info = job_state(job_id)

@@ -31,8 +31,14 @@ checkpoint: {{save_strategy: steps, save_steps: 1000, keep_last: 2}}
 def test_train_sbatch_two_tasks(slurm, demo_shards, tmp_path):
     out = tmp_path / "run"
     config = _config(tmp_path, demo_shards, out, 6)
-    job = sbatch("--ntasks=2", "--ntasks-per-node=2", f"--output={tmp_path}/job-%j.out", str(ROOT / "slurm" / "train.sbatch"),
-                 env=_env(CONFIG=str(config), LAUNCHER="srun"), cwd=tmp_path)
+    job = sbatch(
+        "--ntasks=2",
+        "--ntasks-per-node=2",
+        f"--output={tmp_path}/job-%j.out",
+        str(ROOT / "slurm" / "train.sbatch"),
+        env=_env(CONFIG=str(config), LAUNCHER="srun"),
+        cwd=tmp_path,
+    )
     info = wait_for(job)
     log = next(tmp_path.glob("job-*.out")).read_text()
     assert info["JobState"] == "COMPLETED", log[-3000:]
@@ -43,8 +49,15 @@ def test_train_sbatch_two_tasks(slurm, demo_shards, tmp_path):
 def test_preempted_job_checkpoints_requeues_and_finishes(slurm, demo_shards, tmp_path):
     out = tmp_path / "run"
     config = _config(tmp_path, demo_shards, out, 40)
-    job = sbatch("--ntasks=2", "--ntasks-per-node=2", f"--output={tmp_path}/job.out", "--open-mode=append",
-                 str(ROOT / "slurm" / "train.sbatch"), env=_env(CONFIG=str(config), LAUNCHER="srun"), cwd=tmp_path)
+    job = sbatch(
+        "--ntasks=2",
+        "--ntasks-per-node=2",
+        f"--output={tmp_path}/job.out",
+        "--open-mode=append",
+        str(ROOT / "slurm" / "train.sbatch"),
+        env=_env(CONFIG=str(config), LAUNCHER="srun"),
+        cwd=tmp_path,
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 180
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
@@ -68,9 +81,17 @@ def test_array_shard_job_equals_one_run(slurm, tmp_path):
     from mwc_dist.data.shard import shard_source
 
     make_demo_corpus(tmp_path / "data", count=40, progress=False)
-    shard_source(DataConfig(source=str(tmp_path / "data"), shard_samples=6), tmp_path / "single", workers=1, progress=False)
-    job = sbatch("--array=0-2", f"--output={tmp_path}/shard-%a.out", str(ROOT / "slurm" / "shard.sbatch"),
-                 "data.shard_samples=6", env=_env(SOURCE=str(tmp_path / "data"), OUT=str(tmp_path / "array")), cwd=tmp_path)
+    shard_source(
+        DataConfig(source=str(tmp_path / "data"), shard_samples=6), tmp_path / "single", workers=1, progress=False
+    )
+    job = sbatch(
+        "--array=0-2",
+        f"--output={tmp_path}/shard-%a.out",
+        str(ROOT / "slurm" / "shard.sbatch"),
+        "data.shard_samples=6",
+        env=_env(SOURCE=str(tmp_path / "data"), OUT=str(tmp_path / "array")),
+        cwd=tmp_path,
+    )
     deadline = time.time() + 300
     while time.time() < deadline:
         queue = subprocess.run(["squeue", "-h", "-j", job, "-o", "%T"], capture_output=True, text=True)
@@ -83,7 +104,9 @@ def test_array_shard_job_equals_one_run(slurm, tmp_path):
         a = json.loads((tmp_path / "single" / f"{split}.manifest.json").read_text())["shards"]
         b = json.loads((tmp_path / "array" / f"{split}.manifest.json").read_text())["shards"]
         assert a == b  # same shards, byte for byte (sha256)
-    assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (tmp_path / "array" / "quarantine.jsonl").read_text()
+    assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (
+        tmp_path / "array" / "quarantine.jsonl"
+    ).read_text()
 
 
 def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp_path):
@@ -96,8 +119,14 @@ def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp
         out = tmp_path / name
         config = _config(tmp_path / name, demo_shards, out / "run", 30)
         env = _env(CONFIG=str(config), LAUNCHER="accelerate", GPUS_PER_NODE="2", ACCELERATE_USE_CPU="true")
-        jobs[name] = sbatch("--ntasks=1", "--cpus-per-task=1", f"--output={tmp_path}/{name}.out",
-                            str(ROOT / "slurm" / "train.sbatch"), env=env, cwd=tmp_path)
+        jobs[name] = sbatch(
+            "--ntasks=1",
+            "--cpus-per-task=1",
+            f"--output={tmp_path}/{name}.out",
+            str(ROOT / "slurm" / "train.sbatch"),
+            env=env,
+            cwd=tmp_path,
+        )
     deadline = time.time() + 240
 
     def lines(name: str) -> int:
@@ -106,7 +135,9 @@ def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp
 
     while time.time() < deadline and min(lines("a"), lines("b")) < 3:  # both running at the same time
         time.sleep(0.2)
-    assert min(lines("a"), lines("b")) >= 3, (tmp_path / "a.out").read_text()[-2000:] + (tmp_path / "b.out").read_text()[-2000:]
+    assert min(lines("a"), lines("b")) >= 3, (tmp_path / "a.out").read_text()[-2000:] + (
+        tmp_path / "b.out"
+    ).read_text()[-2000:]
     subprocess.run(["scancel", "--signal=USR1", jobs["a"]], check=True)
     b = wait_for(jobs["b"], timeout=300)
     subprocess.run(["scancel", jobs["a"]], check=True)  # a was requeued; it need not run again here

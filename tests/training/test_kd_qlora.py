@@ -77,8 +77,14 @@ def test_qlora_has_4bit_layers_learns_saves_and_merges(tmp_path):
 
     from mwc_dist.models.lora import check_adapter, load_quantized, merge_to_full
 
-    cfg = ModelConfig(base_model="tiny-random", use_4bit_quantization=True, bnb_4bit_compute_dtype="float32",
-                      lora_r=8, lora_alpha=16, lora_dropout=0.0)
+    cfg = ModelConfig(
+        base_model="tiny-random",
+        use_4bit_quantization=True,
+        bnb_4bit_compute_dtype="float32",
+        lora_r=8,
+        lora_alpha=16,
+        lora_dropout=0.0,
+    )
     model, _ = build_model(cfg, seed=1)
     assert sum(isinstance(m, bnb.nn.Linear4bit) for m in model.modules()) >= 20
     assert model.peft_config["default"].target_modules == {"q_proj", "k_proj", "v_proj", "out_proj"}
@@ -128,9 +134,20 @@ def _train(tmp_path, shards, *overrides):
     from mwc_dist.config import load_config
     from mwc_dist.train import Trainer
 
-    cfg = load_config(None, [f"data.shard_dir={shards}", f"train.output_dir={tmp_path}", "data.num_workers=1",
-                             "model.language=es", "train.per_device_train_batch_size=4", "train.log_every_steps=1",
-                             "train.eval_steps=-1", "checkpoint.save_strategy=no", *overrides])
+    cfg = load_config(
+        None,
+        [
+            f"data.shard_dir={shards}",
+            f"train.output_dir={tmp_path}",
+            "data.num_workers=1",
+            "model.language=es",
+            "train.per_device_train_batch_size=4",
+            "train.log_every_steps=1",
+            "train.eval_steps=-1",
+            "checkpoint.save_strategy=no",
+            *overrides,
+        ],
+    )
     trainer = Trainer(cfg)
     trainer.setup()
     trainer.train()
@@ -140,10 +157,19 @@ def _train(tmp_path, shards, *overrides):
 def test_student_moves_towards_its_teacher(tmp_path, demo_shards):
     teacher_dir = materialize_preset("tiny-random", seed=11)
     student_dir, _ = make_student_folder(str(teacher_dir), 1, str(tmp_path / "student"))
-    trainer, rows = _train(tmp_path / "run", demo_shards, f"model.base_model={student_dir}", "model.use_distillation=true",
-                           f"model.teacher_model={teacher_dir}", "model.distillation_alpha=0.0",
-                           "model.distillation_temperature=2.0", "train.freeze_encoder=true", "train.max_steps=12",
-                           "train.learning_rate=3e-3", "train.warmup_steps=0")
+    trainer, rows = _train(
+        tmp_path / "run",
+        demo_shards,
+        f"model.base_model={student_dir}",
+        "model.use_distillation=true",
+        f"model.teacher_model={teacher_dir}",
+        "model.distillation_alpha=0.0",
+        "model.distillation_temperature=2.0",
+        "train.freeze_encoder=true",
+        "train.max_steps=12",
+        "train.learning_rate=3e-3",
+        "train.warmup_steps=0",
+    )
     assert trainer.share_encoder  # the frozen copied encoder runs once for both
     assert all(not p.requires_grad for p in trainer.teacher.parameters()) and not trainer.teacher.training
     kl = [r["kl"] for r in rows if "kl" in r]
@@ -159,7 +185,9 @@ def _teacher_with_30s_window(tmp_path):
     preset = materialize_preset("tiny-random", seed=13)
     small = WhisperForConditionalGeneration.from_pretrained(preset)
     torch.manual_seed(13)
-    wide = WhisperForConditionalGeneration(type(small.config)(**{**small.config.to_dict(), "max_source_positions": 1500}))
+    wide = WhisperForConditionalGeneration(
+        type(small.config)(**{**small.config.to_dict(), "max_source_positions": 1500})
+    )
     wide.generation_config = small.generation_config
     wide.save_pretrained(tmp_path / "teacher30", safe_serialization=True)
     with_window(WhisperProcessor.from_pretrained(preset), 30).save_pretrained(tmp_path / "teacher30")
@@ -194,10 +222,19 @@ def test_shorter_window_student_distils(tmp_path, demo_shards, teacher_window):
     """A 10-s student of a 30-s teacher: the teacher runs its own encoder on 30 s, or takes the student's output."""
     teacher_dir, _ = _teacher_with_30s_window(tmp_path)
     student_dir, _ = make_student_folder(str(teacher_dir), 1, str(tmp_path / "student"), window_seconds=10)
-    trainer, rows = _train(tmp_path / "run", demo_shards, f"model.base_model={student_dir}", "model.use_distillation=true",
-                           f"model.teacher_model={teacher_dir}", f"model.distillation_teacher_window={teacher_window}",
-                           "model.distillation_alpha=0.0", "train.freeze_encoder=true", "train.max_steps=12",
-                           "train.learning_rate=3e-3", "train.warmup_steps=0")
+    trainer, rows = _train(
+        tmp_path / "run",
+        demo_shards,
+        f"model.base_model={student_dir}",
+        "model.use_distillation=true",
+        f"model.teacher_model={teacher_dir}",
+        f"model.distillation_teacher_window={teacher_window}",
+        "model.distillation_alpha=0.0",
+        "train.freeze_encoder=true",
+        "train.max_steps=12",
+        "train.learning_rate=3e-3",
+        "train.warmup_steps=0",
+    )
     assert trainer.share_encoder == (teacher_window == "student")
     assert (trainer.teacher_log_mel is None) == (teacher_window == "student")
     if trainer.teacher_log_mel is not None:
@@ -211,11 +248,19 @@ def test_a_teacher_window_shorter_than_the_shards_is_refused(tmp_path, demo_shar
 
     preset = materialize_preset("tiny-random", seed=14)
     small = WhisperForConditionalGeneration.from_pretrained(preset)
-    short = WhisperForConditionalGeneration(type(small.config)(**{**small.config.to_dict(), "max_source_positions": 250}))
+    short = WhisperForConditionalGeneration(
+        type(small.config)(**{**small.config.to_dict(), "max_source_positions": 250})
+    )
     short.save_pretrained(tmp_path / "teacher5")
     with pytest.raises(ValueError, match="the teacher's window is 5 s"):
-        _train(tmp_path / "run", demo_shards, "model.base_model=tiny-random", "model.use_distillation=true",
-               f"model.teacher_model={tmp_path / 'teacher5'}", "train.max_steps=1")
+        _train(
+            tmp_path / "run",
+            demo_shards,
+            "model.base_model=tiny-random",
+            "model.use_distillation=true",
+            f"model.teacher_model={tmp_path / 'teacher5'}",
+            "train.max_steps=1",
+        )
 
 
 def test_different_vocabularies_are_refused(tmp_path, demo_shards):
@@ -226,5 +271,11 @@ def test_different_vocabularies_are_refused(tmp_path, demo_shards):
     other.resize_token_embeddings(51864)
     other.save_pretrained(tmp_path / "teacher_en")
     with pytest.raises(ValueError, match="same tokenizer"):
-        _train(tmp_path / "run", demo_shards, "model.base_model=tiny-random", "model.use_distillation=true",
-               f"model.teacher_model={tmp_path / 'teacher_en'}", "train.max_steps=1")
+        _train(
+            tmp_path / "run",
+            demo_shards,
+            "model.base_model=tiny-random",
+            "model.use_distillation=true",
+            f"model.teacher_model={tmp_path / 'teacher_en'}",
+            "train.max_steps=1",
+        )

@@ -5,8 +5,6 @@ import json
 import struct
 from pathlib import Path
 
-import pytest
-
 
 def _wandb_records(path: Path):
     """Records of a .wandb file (LevelDB log blocks of protobuf Records); wandb 0.31 ships no Python reader."""
@@ -39,11 +37,25 @@ def test_wandb_offline_tensorboard_png_and_no_secrets(tmp_path, demo_shards, mon
     monkeypatch.setenv("HF_TOKEN", "hf_sekrit_token")
     monkeypatch.chdir(tmp_path)
     out = tmp_path / "run"
-    cfg = load_config(None, [f"data.shard_dir={demo_shards}", f"train.output_dir={out}", "data.num_workers=1",
-                             "model.language=es", "train.max_steps=4", "train.log_every_steps=1", "train.eval_steps=2",
-                             "train.eval_max_samples=4", "train.generation_max_length=10", "checkpoint.save_strategy=no",
-                             "tracking.report_to=[wandb,tensorboard]", "tracking.run_name=demo-run",
-                             "tracking.tags=[cpu,test]", "tracking.group=g1"])
+    cfg = load_config(
+        None,
+        [
+            f"data.shard_dir={demo_shards}",
+            f"train.output_dir={out}",
+            "data.num_workers=1",
+            "model.language=es",
+            "train.max_steps=4",
+            "train.log_every_steps=1",
+            "train.eval_steps=2",
+            "train.eval_max_samples=4",
+            "train.generation_max_length=10",
+            "checkpoint.save_strategy=no",
+            "tracking.report_to=[wandb,tensorboard]",
+            "tracking.run_name=demo-run",
+            "tracking.tags=[cpu,test]",
+            "tracking.group=g1",
+        ],
+    )
     trainer = Trainer(cfg)
     trainer.setup()
     trainer.train()
@@ -63,7 +75,11 @@ def test_wandb_offline_tensorboard_png_and_no_secrets(tmp_path, demo_shards, mon
     losses = [float(h["loss"]) for h in history if "loss" in h]
     assert len(losses) >= 4
     assert any("eval/wer" in h for h in history)
-    tables = sorted(glob.glob(str(out / "wandb" / "offline-run-*" / "files" / "media" / "table" / "eval" / "predictions_*.table.json")))
+    tables = sorted(
+        glob.glob(
+            str(out / "wandb" / "offline-run-*" / "files" / "media" / "table" / "eval" / "predictions_*.table.json")
+        )
+    )
     assert len(tables) == 2
     table = json.loads(Path(tables[0]).read_text())
     assert table["columns"] == ["key", "reference", "prediction"] and len(table["data"]) == 4

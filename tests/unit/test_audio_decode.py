@@ -5,8 +5,16 @@ import pytest
 import soundfile as sf
 
 from mwc_dist.audio.decode import (
-    AudioError, CorruptAudioError, EmptyFileError, NonFiniteAudioError, NotAudioError, TooLongError,
-    TooShortError, TruncatedAudioError, load_audio, sniff_format,
+    AudioError,
+    CorruptAudioError,
+    EmptyFileError,
+    NonFiniteAudioError,
+    NotAudioError,
+    TooLongError,
+    TooShortError,
+    TruncatedAudioError,
+    load_audio,
+    sniff_format,
 )
 from mwc_dist.audio.encode import FORMATS, resample, write_audio
 
@@ -86,7 +94,9 @@ def test_bad_files_fail_with_distinct_reasons(tmp_path, speech):
     nan[1000:1010] = np.nan
     sf.write(tmp_path / "nan.wav", nan, rate, subtype="FLOAT")
     cases = {
-        "zero.wav": EmptyFileError, "text.wav": NotAudioError, "header.wav": CorruptAudioError,
+        "zero.wav": EmptyFileError,
+        "text.wav": NotAudioError,
+        "header.wav": CorruptAudioError,
         "nan.wav": NonFiniteAudioError,
     }
     reasons = set()
@@ -132,8 +142,9 @@ def test_wav_written_to_a_pipe_is_not_called_truncated():
     import struct
     import subprocess
 
-    piped = subprocess.run(["espeak-ng", "-v", "es", "--stdout", "hola, buenos días"], check=True,
-                           capture_output=True).stdout
+    piped = subprocess.run(
+        ["espeak-ng", "-v", "es", "--stdout", "hola, buenos días"], check=True, capture_output=True
+    ).stdout
     assert struct.unpack("<I", piped[40:44])[0] >= 0x7FFFF000  # what espeak-ng really writes
     wave = load_audio(piped, "espeak.wav")
     assert 0.8 < len(wave) / 16000 < 3

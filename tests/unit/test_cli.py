@@ -18,7 +18,10 @@ def _subparsers(parser):
     return next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction").choices
 
 
-@pytest.mark.parametrize("command", [None, "shard", "demo-data", "train", "eval", "import-ct2", "make-student", "export", "transcribe", "demo"])
+@pytest.mark.parametrize(
+    "command",
+    [None, "shard", "demo-data", "train", "eval", "import-ct2", "make-student", "export", "transcribe", "demo"],
+)
 def test_help_explains_every_option(command):
     parser = build_parser()
     target = parser if command is None else _subparsers(parser)[command]
@@ -50,8 +53,24 @@ def test_demo_data_then_shard_from_the_command_line(tmp_path, capsys):
     assert len(rows) == 24 and sum(r["split"] == "test" for r in rows) == 6
     assert {Path(r["file_name"]).suffix[1:] for r in rows} == set(FORMAT_CYCLE)
     out = tmp_path / "shards"
-    assert main(["shard", "--source", str(data), "--out", str(out), "--quiet", "--workers", "1",
-                 "data.shard_samples=5", "data.validation_split_ratio=0.2", "data.train_split_ratio=0.8"]) == 0
+    assert (
+        main(
+            [
+                "shard",
+                "--source",
+                str(data),
+                "--out",
+                str(out),
+                "--quiet",
+                "--workers",
+                "1",
+                "data.shard_samples=5",
+                "data.validation_split_ratio=0.2",
+                "data.train_split_ratio=0.8",
+            ]
+        )
+        == 0
+    )
     manifests = {s: json.loads((out / f"{s}.manifest.json").read_text()) for s in ("train", "validation", "test")}
     assert manifests["test"]["num_samples"] == 6  # metadata's split=test is kept
     assert sum(m["num_samples"] for m in manifests.values()) == 24

@@ -51,7 +51,7 @@ def _readme_yaml_keys() -> set[str]:
     for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
         tree = yaml.safe_load(block) or {}
         for section, body in tree.items():
-            for key in (body or {}):
+            for key in body or {}:
                 keys.add(f"{section}.{key}")
     return keys
 
@@ -70,8 +70,15 @@ def test_every_key_in_the_seed_readme_is_mapped_or_native():
 def test_overrides_are_typed_and_win_over_the_file(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("data:\n  max_duration_seconds: 30\n")
-    cfg = load_config(path, ["data.max_duration_seconds=20", "data.normalize=false",
-                             "model.lora_target_modules=[q_proj,v_proj]", "train.learning_rate=3e-4"])
+    cfg = load_config(
+        path,
+        [
+            "data.max_duration_seconds=20",
+            "data.normalize=false",
+            "model.lora_target_modules=[q_proj,v_proj]",
+            "train.learning_rate=3e-4",
+        ],
+    )
     assert cfg.data.max_duration_seconds == 20.0 and cfg.data.normalize is False
     assert cfg.model.lora_target_modules == ["q_proj", "v_proj"]
     assert cfg.train.learning_rate == pytest.approx(3e-4)
@@ -79,8 +86,16 @@ def test_overrides_are_typed_and_win_over_the_file(tmp_path):
 
 def test_all_problems_in_one_error_with_suggestions():
     with pytest.raises(ConfigError) as err:
-        load_config(None, ["data.max_duraton_seconds=3", "train.lr=1", "modle.x=1",
-                           "train.num_epochs=abc", "data.train_split_ratio=0.5"])
+        load_config(
+            None,
+            [
+                "data.max_duraton_seconds=3",
+                "train.lr=1",
+                "modle.x=1",
+                "train.num_epochs=abc",
+                "data.train_split_ratio=0.5",
+            ],
+        )
     msg = str(err.value)
     assert msg.startswith("5 configuration problem(s)")
     assert "did you mean 'data.max_duration_seconds'" in msg

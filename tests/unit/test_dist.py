@@ -7,12 +7,15 @@ import pytest
 from mwc_dist.dist import check_precision, local_device_index, slurm_env_to_torch
 
 
-@pytest.mark.parametrize("env, want", [
-    ({"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 3),  # every task sees the node's GPUs
-    ({"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "5"}, 0),  # --gpu-bind: task 3 sees only its GPU, as cuda:0
-    ({"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "2,3", "SLURM_GPUS_PER_TASK": "2"}, 0),  # --gpus-per-task=2
-    ({"SLURM_LOCALID": "1"}, 1),  # no GPUs named (CPU): the local id
-])
+@pytest.mark.parametrize(
+    "env, want",
+    [
+        ({"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "0,1,2,3,4,5,6,7"}, 3),  # every task sees the node's GPUs
+        ({"SLURM_LOCALID": "3", "CUDA_VISIBLE_DEVICES": "5"}, 0),  # --gpu-bind: task 3 sees only its GPU, as cuda:0
+        ({"SLURM_LOCALID": "1", "CUDA_VISIBLE_DEVICES": "2,3", "SLURM_GPUS_PER_TASK": "2"}, 0),  # --gpus-per-task=2
+        ({"SLURM_LOCALID": "1"}, 1),  # no GPUs named (CPU): the local id
+    ],
+)
 def test_local_device_index(monkeypatch, env, want):
     monkeypatch.setattr(os, "environ", os.environ.copy())  # what the code under test sets must not leak
     for var in ("SLURM_LOCALID", "CUDA_VISIBLE_DEVICES", "SLURM_GPUS_PER_TASK"):
@@ -26,8 +29,13 @@ def test_slurm_tasks_become_torch_ranks(monkeypatch):
     monkeypatch.setattr(os, "environ", os.environ.copy())  # slurm_env_to_torch sets RANK etc.: never in the real one
     for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SLURM_GPUS_PER_TASK"):
         monkeypatch.delenv(var, raising=False)
-    for k, v in {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_NNODES": "2",
-                 "CUDA_VISIBLE_DEVICES": "6"}.items():
+    for k, v in {
+        "SLURM_PROCID": "5",
+        "SLURM_NTASKS": "8",
+        "SLURM_LOCALID": "1",
+        "SLURM_NNODES": "2",
+        "CUDA_VISIBLE_DEVICES": "6",
+    }.items():
         monkeypatch.setenv(k, v)
     slurm_env_to_torch()
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("5", "8", "0")

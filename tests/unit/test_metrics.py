@@ -22,7 +22,9 @@ def test_values_match_jiwer_and_sacrebleu_and_normalisation_helps():
     assert m["raw_wer"] == pytest.approx(jiwer.wer(refs, hyps))
     assert m["raw_bleu"] == pytest.approx(sacrebleu.corpus_bleu(hyps, [refs]).score)
     assert m["wer"] < m["raw_wer"]  # punctuation and case no longer count
-    assert m["wer"] == pytest.approx(jiwer.wer(["hola qué tal estás", "el perro come pan"], ["hola que tal estas", "el gato come pan"]))
+    assert m["wer"] == pytest.approx(
+        jiwer.wer(["hola qué tal estás", "el perro come pan"], ["hola que tal estas", "el gato come pan"])
+    )
 
 
 def test_english_uses_whisper_english_normaliser():
@@ -31,8 +33,10 @@ def test_english_uses_whisper_english_normaliser():
 
 
 def test_recompute_from_file(tmp_path):
-    rows = [{"key": "a", "reference": "uno dos tres", "prediction": "uno dos"},
-            {"key": "b", "reference": "cuatro", "prediction": "cuatro"}]
+    rows = [
+        {"key": "a", "reference": "uno dos tres", "prediction": "uno dos"},
+        {"key": "b", "reference": "cuatro", "prediction": "cuatro"},
+    ]
     path = tmp_path / "predictions.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     assert metrics_from_predictions(path, "es")["wer"] == pytest.approx(0.25)

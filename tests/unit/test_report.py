@@ -18,17 +18,24 @@ PREDICTIONS = {
 
 def _demo_folder(tmp_path):
     for name, predictions in PREDICTIONS.items():
-        rows = [{"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
-                for i, (r, p) in enumerate(zip(REFS, predictions))]
-        metrics = compute_metrics(REFS, predictions, "es") | {"audio_seconds": 9.0,
-                                                              "decode_seconds": {"student": 1.0}.get(name, 4.0)}
+        rows = [
+            {"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
+            for i, (r, p) in enumerate(zip(REFS, predictions))
+        ]
+        metrics = compute_metrics(REFS, predictions, "es") | {
+            "audio_seconds": 9.0,
+            "decode_seconds": {"student": 1.0}.get(name, 4.0),
+        }
         write_eval(tmp_path / "eval" / name, rows, metrics)
-    for run, cfg in (("finetune", {"use_4bit_quantization": True, "use_lora": False}),
-                     ("student", {"use_4bit_quantization": False, "use_lora": False})):
+    for run, cfg in (
+        ("finetune", {"use_4bit_quantization": True, "use_lora": False}),
+        ("student", {"use_4bit_quantization": False, "use_lora": False}),
+    ):
         (tmp_path / "runs" / run).mkdir(parents=True)
         (tmp_path / "runs" / run / "run_summary.json").write_text(json.dumps({"steps": 12, "world_size": 2}))
-        (tmp_path / "runs" / run / "config.yaml").write_text(json.dumps(
-            {"model": cfg, "train": {"per_device_train_batch_size": 8, "freeze_encoder": True}}))
+        (tmp_path / "runs" / run / "config.yaml").write_text(
+            json.dumps({"model": cfg, "train": {"per_device_train_batch_size": 8, "freeze_encoder": True}})
+        )
     return write_report(tmp_path, {"distill": 200.0})
 
 

@@ -18,8 +18,12 @@ from mwc_dist.data.shard import ShardError, merge_manifests, shard_source
 
 GOOD_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma", "wav", "flac", "mp3", "m4a"]
 BAD = {  # file -> the reason it must be quarantined with
-    "bad_corrupt.wav": "unreadable", "bad_truncated.flac": "truncated", "bad_zero.mp3": "empty_file",
-    "bad_text.wav": "not_audio", "bad_long.flac": "too_long", "bad_untranscribed.ogg": "missing_transcript",
+    "bad_corrupt.wav": "unreadable",
+    "bad_truncated.flac": "truncated",
+    "bad_zero.mp3": "empty_file",
+    "bad_text.wav": "not_audio",
+    "bad_long.flac": "too_long",
+    "bad_untranscribed.ogg": "missing_transcript",
 }
 
 
@@ -83,7 +87,7 @@ def test_good_items_sharded_bad_items_quarantined(tmp_path, corpus):
     # the counts add up: every input is either a sample or a quarantine line
     assert summary["num_items"] == len(good) + len(BAD)
     assert sum(s["num_samples"] for s in summary["splits"].values()) + summary["quarantined"] == summary["num_items"]
-    for meta, audio, split in samples.values():
+    for meta, audio, _split in samples.values():
         name = Path(meta["source"]).name
         assert meta["text"] == good[name] and meta["language"] == "es"
         wave, rate = sf.read(io.BytesIO(audio), dtype="float32")
@@ -96,7 +100,9 @@ def test_good_items_sharded_bad_items_quarantined(tmp_path, corpus):
     for split, info in summary["splits"].items():
         manifest = json.loads((out / f"{split}.manifest.json").read_text())
         assert manifest["num_samples"] == sum(1 for *_, s in samples.values() if s == split) == info["num_samples"]
-        assert manifest["hours"] == pytest.approx(sum(m["duration"] for m, _, s in samples.values() if s == split) / 3600, abs=1e-5)
+        assert manifest["hours"] == pytest.approx(
+            sum(m["duration"] for m, _, s in samples.values() if s == split) / 3600, abs=1e-5
+        )
         assert manifest["config"]["max_duration_seconds"] == 8.0
         import hashlib
 
@@ -126,8 +132,12 @@ def test_split_is_deterministic_and_follows_ratios(tmp_path, corpus):
     root, _ = corpus
     splits = []
     for run in range(2):
-        shard_source(_cfg(root, train_split_ratio=0.5, validation_split_ratio=0.25, test_split_ratio=0.25),
-                     tmp_path / f"run{run}", workers=1, progress=False)
+        shard_source(
+            _cfg(root, train_split_ratio=0.5, validation_split_ratio=0.25, test_split_ratio=0.25),
+            tmp_path / f"run{run}",
+            workers=1,
+            progress=False,
+        )
         splits.append({k: s for k, (_, _, s) in _read_tars(tmp_path / f"run{run}").items()})
     assert splits[0] == splits[1]
     assert set(splits[0].values()) == {"train", "validation", "test"}
@@ -181,7 +191,6 @@ def test_changed_plan_is_refused_unless_overwrite(tmp_path, corpus):
     assert len(_read_tars(out)) == summary["num_items"] - summary["quarantined"]
 
 
-
 # Real separate processes (not fork: by now the test process has threads, and a forked child can deadlock on them)
 HAMMER = """
 import os, sys
@@ -206,8 +215,10 @@ def test_atomic_write_from_concurrent_processes(tmp_path):
     import sys
 
     target = tmp_path / "plan.json"
-    procs = [subprocess.Popen([sys.executable, "-c", HAMMER, str(target)], stderr=subprocess.PIPE, text=True)
-             for _ in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", HAMMER, str(target)], stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
     errors = [p.communicate(timeout=120)[1] for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
     lines = set(target.read_text().splitlines())
@@ -223,12 +234,21 @@ def test_concurrent_jobs_merge_once_complete(tmp_path, corpus):
     root, _ = corpus
     cfg = _cfg(root)
     shard_source(cfg, tmp_path / "single", workers=1, progress=False)
-    procs = [subprocess.Popen([sys.executable, "-c", JOB, json.dumps(asdict(cfg)), str(tmp_path / "split"), str(j)],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for j in range(3)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", JOB, json.dumps(asdict(cfg)), str(tmp_path / "split"), str(j)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for j in range(3)
+    ]
     outs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0, 0], [err[-2000:] for _, err in outs]
     assert any(out.strip().endswith("True") for out, _ in outs)  # whichever job finished last saw every part and merged
-    assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (tmp_path / "split" / "quarantine.jsonl").read_text()
+    assert (tmp_path / "single" / "quarantine.jsonl").read_text() == (
+        tmp_path / "split" / "quarantine.jsonl"
+    ).read_text()
     for name in ("train.manifest.json", "validation.manifest.json"):
         shards = [json.loads((tmp_path / d / name).read_text())["shards"] for d in ("single", "split")]
         assert shards[0] == shards[1]
@@ -243,15 +263,20 @@ def test_transcript_over_the_decoder_limit_is_quarantined(tmp_path, sentences):
     for name in ("ok.wav", "long.wav"):
         write_audio(root / name, samples, rate)
     (root / "metadata.csv").write_text(f"file_name,text\nok.wav,{text}\nlong.wav,{long_text}\n")
-    shard_source(_cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0), tmp_path / "out", workers=1,
-                 progress=False)
+    shard_source(
+        _cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0), tmp_path / "out", workers=1, progress=False
+    )
     rows = [json.loads(x) for x in (tmp_path / "out" / "quarantine.jsonl").read_text().splitlines()]
     assert [r["reason"] for r in rows] == ["too_many_tokens"] and "long.wav" in rows[0]["source"]
     assert "data.max_label_tokens=448" in rows[0]["detail"] and "tokens" in rows[0]["detail"]
     assert [m["text"] for m, *_ in _read_tars(tmp_path / "out").values()] == [text]
     # the check is the config key's: 0 turns it off
-    shard_source(_cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0, max_label_tokens=0), tmp_path / "off",
-                 workers=1, progress=False)
+    shard_source(
+        _cfg(root, train_split_ratio=1.0, validation_split_ratio=0.0, max_label_tokens=0),
+        tmp_path / "off",
+        workers=1,
+        progress=False,
+    )
     assert len(_read_tars(tmp_path / "off")) == 2
 
 
@@ -266,7 +291,10 @@ def test_a_label_over_the_decoder_limit_adds_no_loss_and_is_counted():
     sf.write(buf, np.zeros(16000, dtype=np.float32), 16000, format="WAV", subtype="FLOAT")
     sample = lambda text: {"wav": buf.getvalue(), "json": json.dumps({"key": text[:5], "text": text})}  # noqa: E731
     tokenize = Tokenize(load_tokenizer(), "es", "transcribe", max_tokens=12)
-    batch = collate([sample("hola"), sample("una frase bastante larga que no cabe en doce tokens de ninguna manera")],
-                    tokenize, 16000)
+    batch = collate(
+        [sample("hola"), sample("una frase bastante larga que no cabe en doce tokens de ninguna manera")],
+        tokenize,
+        16000,
+    )
     assert batch["labels_over_limit"] == 1
     assert (batch["labels"][1] == -100).all() and (batch["labels"][0] != -100).sum() == len(tokenize("hola"))

@@ -1,4 +1,4 @@
-"""Every source type (folder + metadata/.txt, CSV, JSON, JSONL, HF save_to_disk, HF audiofolder) yields the same items."""
+"""Every source type (folder + metadata/.txt, CSV, JSON, JSONL, HF save_to_disk, HF audiofolder): the same items."""
 
 import csv
 import json
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mwc_dist.audio.encode import write_audio
 from mwc_dist.config import DataConfig
 from mwc_dist.data.sources import SourceError, list_items
-from mwc_dist.audio.encode import write_audio
 
 FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma"]
 
@@ -36,7 +36,14 @@ def _write_csv(path, rows, prefix=""):
         w = csv.DictWriter(f, ["audio", "text", "language", "speaker"])
         w.writeheader()
         for r in rows:
-            w.writerow({"audio": prefix + r["file_name"], "text": r["text"], "language": r["language"], "speaker": r["speaker"]})
+            w.writerow(
+                {
+                    "audio": prefix + r["file_name"],
+                    "text": r["text"],
+                    "language": r["language"],
+                    "speaker": r["speaker"],
+                }
+            )
 
 
 def _folder_copy(tmp_path, root):
@@ -75,7 +82,10 @@ def test_all_source_types_yield_the_same_items(tmp_path, clips):
     csv_dir = root.parent
     _write_csv(csv_dir / "list.csv", rows, prefix="audio/")
     seen["csv"] = list_items(DataConfig(source=str(csv_dir / "list.csv")))
-    manifest = [{"audio": str(root / r["file_name"]), "text": r["text"], "language": "es", "speaker": r["speaker"]} for r in rows]
+    manifest = [
+        {"audio": str(root / r["file_name"]), "text": r["text"], "language": "es", "speaker": r["speaker"]}
+        for r in rows
+    ]
     (tmp_path / "m.json").write_text(json.dumps(manifest))
     (tmp_path / "m.jsonl").write_text("".join(json.dumps(m) + "\n" for m in manifest))
     seen["json"] = list_items(DataConfig(source=str(tmp_path / "m.json")))
@@ -85,8 +95,20 @@ def test_all_source_types_yield_the_same_items(tmp_path, clips):
         assert not rejects, (name, rejects)
         assert _signature(items) == expected, name
     # keys are the audio path relative to the source's folder, so they agree across metadata formats
-    assert [i.key for i in seen["metadata.csv"][0]] == [i.key for i in seen["metadata.json"][0]] == ["clip_00_wav", "clip_01_mp3",
-        "clip_02_flac", "clip_03_ogg", "clip_04_opus", "clip_05_m4a", "clip_06_aac", "clip_07_wma"]
+    assert (
+        [i.key for i in seen["metadata.csv"][0]]
+        == [i.key for i in seen["metadata.json"][0]]
+        == [
+            "clip_00_wav",
+            "clip_01_mp3",
+            "clip_02_flac",
+            "clip_03_ogg",
+            "clip_04_opus",
+            "clip_05_m4a",
+            "clip_06_aac",
+            "clip_07_wma",
+        ]
+    )
     assert [i.key for i in seen["csv"][0]][0] == "audio_clip_00_wav"
     assert [i.key for i in seen["json"][0]] == [i.key for i in seen["jsonl"][0]]
 
@@ -99,11 +121,21 @@ def test_huggingface_sources(tmp_path, clips):
     root, rows = clips
     # built as plain bytes and cast to Audio: encoding through Audio() would need torchcodec
     audio_struct = {"bytes": datasets.Value("binary"), "path": datasets.Value("string")}
-    features = datasets.Features({"audio": audio_struct, "text": datasets.Value("string"),
-                                  "language": datasets.Value("string"), "speaker": datasets.Value("string")})
+    features = datasets.Features(
+        {
+            "audio": audio_struct,
+            "text": datasets.Value("string"),
+            "language": datasets.Value("string"),
+            "speaker": datasets.Value("string"),
+        }
+    )
     ds = datasets.Dataset.from_dict(
-        {"audio": [{"bytes": (root / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows],
-         "text": [r["text"] for r in rows], "language": ["es"] * len(rows), "speaker": [r["speaker"] for r in rows]},
+        {
+            "audio": [{"bytes": (root / r["file_name"]).read_bytes(), "path": r["file_name"]} for r in rows],
+            "text": [r["text"] for r in rows],
+            "language": ["es"] * len(rows),
+            "speaker": [r["speaker"] for r in rows],
+        },
         features=features,
     ).cast_column("audio", datasets.Audio(decode=False))
     datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "saved"))
@@ -111,8 +143,13 @@ def test_huggingface_sources(tmp_path, clips):
     assert not rejects
     assert _signature(items) == sorted((r["text"], "es", r["speaker"]) for r in rows)
     # the audio decoded through the HF row equals the audio decoded from the file
-    settings = {"sample_rate": 16000, "normalize": True, "min_duration_seconds": 0.0,
-                "max_duration_seconds": 30.0, "shard_audio_format": "flac"}
+    settings = {
+        "sample_rate": 16000,
+        "normalize": True,
+        "min_duration_seconds": 0.0,
+        "max_duration_seconds": 30.0,
+        "shard_audio_format": "flac",
+    }
     hf_meta, hf_payload = process_item(items[0], settings)
     index = items[0].audio.index
     file_item = list_items(DataConfig(source=str(tmp_path / "saved")))[0][0]
@@ -135,9 +172,16 @@ def test_huggingface_sources(tmp_path, clips):
 def test_bad_rows_are_rejected_one_by_one_with_reasons(tmp_path, clips):
     root, rows = clips
     csv_path = root.parent / "bad.csv"
-    lines = [b"audio,text,language", b"audio/clip_00.wav,hola mundo,es", b"audio/clip_01.mp3,,es",
-             b"audio/clip_02.flac,caf\xe9 con leche,es", b"audio/nope.wav,no existe,es",
-             b"audio/clip_00.wav,otra vez,es", b",sin audio,es", b"audio/clip_03.ogg,bien,es"]
+    lines = [
+        b"audio,text,language",
+        b"audio/clip_00.wav,hola mundo,es",
+        b"audio/clip_01.mp3,,es",
+        b"audio/clip_02.flac,caf\xe9 con leche,es",
+        b"audio/nope.wav,no existe,es",
+        b"audio/clip_00.wav,otra vez,es",
+        b",sin audio,es",
+        b"audio/clip_03.ogg,bien,es",
+    ]
     csv_path.write_bytes(b"\n".join(lines) + b"\n")
     items, rejects = list_items(DataConfig(source=str(csv_path)))
     assert sorted(i.text for i in items) == ["bien", "hola mundo"]

@@ -9,7 +9,7 @@ import torch
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.config import DataConfig
 from mwc_dist.data.shard import shard_source
-from mwc_dist.data.stream import ShardSet, TrainStream, Tokenize, build_train_loader, eval_batches, load_shard_set
+from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, eval_batches, load_shard_set
 from mwc_dist.models.tokenizer import load_tokenizer
 
 
@@ -37,8 +37,20 @@ def tokenize():
 
 
 def _stream(shards, tokenize, rank=0, world=2, workers=2, epoch=0, skip=0, batch=2):
-    return TrainStream(shards, tokenize, batch_size=batch, seed=7, epoch=epoch, rank=rank, world_size=world,
-                       num_workers=workers, shuffle_buffer=5, bucket_size=2, max_samples=16000 * 10, skip_items=skip)
+    return TrainStream(
+        shards,
+        tokenize,
+        batch_size=batch,
+        seed=7,
+        epoch=epoch,
+        rank=rank,
+        world_size=world,
+        num_workers=workers,
+        shuffle_buffer=5,
+        bucket_size=2,
+        max_samples=16000 * 10,
+        skip_items=skip,
+    )
 
 
 def _items(stream):
@@ -118,7 +130,8 @@ def test_log_mel_matches_the_feature_extractor():
         padded[i, : len(w)] = torch.from_numpy(w)
     for n_mels, seconds in ((80, 30), (128, 30), (80, 10)):
         ref = WhisperFeatureExtractor(feature_size=n_mels, chunk_length=seconds)(
-            waves, sampling_rate=16000, return_tensors="np").input_features
+            waves, sampling_rate=16000, return_tensors="np"
+        ).input_features
         ours = LogMel(n_mels, seconds)(padded).numpy()
         assert ours.shape == ref.shape
         assert np.abs(ours - ref).max() < 1e-4
@@ -131,7 +144,13 @@ def test_log_mel_over_the_real_audio_equals_the_full_window(seconds):
 
     rng = np.random.default_rng(2)
     log_mel = LogMel(80, seconds)
-    for lengths in ([1, 160], [3200, 48000], [159_999, 12345], [16000 * seconds - 150, 5000], [16000 * seconds + 99, 1]):
+    for lengths in (
+        [1, 160],
+        [3200, 48000],
+        [159_999, 12345],
+        [16000 * seconds - 150, 5000],
+        [16000 * seconds + 99, 1],
+    ):
         batch = torch.zeros(len(lengths), max(lengths))
         for i, n in enumerate(lengths):
             batch[i, :n] = torch.from_numpy(rng.standard_normal(n).astype(np.float32) * 0.1)
