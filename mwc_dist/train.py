@@ -11,14 +11,13 @@ checkpoint save) run on all ranks. The run ends by checking that every rank hold
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,8 +28,10 @@ from mwc_dist.config import Config, config_to_yaml, load_config
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
 from mwc_dist.dist import build_accelerator, describe_precision, print0, seed_everything
 from mwc_dist.evaluate import evaluate
+from mwc_dist.final import export_final, weights_digest, write_final
 from mwc_dist.losses import distillation_loss
 from mwc_dist.models.build import build_model, window_seconds
+from mwc_dist.models.teacher import build_teacher
 from mwc_dist.tracking import build_tracker
 
 
@@ -65,58 +66,18 @@ def check_combination(cfg: Config, accelerator) -> None:
         )
 
 
-def build_teacher(cfg: Config, student, device):
-    """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation.
+@dataclass
+class SinceLastLog:
+    """What this rank's micro-batches added up to since the last log (reduced over ranks when logged)."""
 
-    ``share_encoder``: the student's frozen encoder is the teacher's, so its output feeds both decoders and the
-    teacher's encoder never runs. A student with a shorter window holds the teacher's encoder with the position
-    embeddings cut to its window; it shares only when ``model.distillation_teacher_window`` is "student".
-    """
-    if not cfg.model.use_distillation:
-        return None, False
-    from mwc_dist.config import ModelConfig
-
-    teacher, _ = build_model(ModelConfig(base_model=cfg.model.teacher_model), seed=cfg.train.seed)
-    teacher.requires_grad_(False).eval().to(device)
-    s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
-    if s_vocab != t_vocab:
-        raise ValueError(
-            f"model.teacher_model {cfg.model.teacher_model!r} has a vocabulary of {t_vocab} tokens but the "
-            f"student has {s_vocab}: distillation needs the same tokenizer"
-        )
-    same_window = window_seconds(student.config) == window_seconds(teacher.config)
-    share = (
-        cfg.train.freeze_encoder
-        and (same_window or cfg.model.distillation_teacher_window == "student")
-        and _same_encoder(student.get_encoder(), teacher.get_encoder())
-    )
-    return teacher, share
-
-
-def _same_encoder(student, teacher) -> bool:
-    """The same weights, the student's position embeddings being the first rows of the teacher's."""
-    sa, sb = student.state_dict(), teacher.state_dict()
-    if sa.keys() != sb.keys():
-        return False
-    for k, a in sa.items():
-        b = sb[k].cpu()
-        if k == "embed_positions.weight":
-            b = b[: a.shape[0]]
-        if a.shape != b.shape or not torch.equal(a.cpu(), b):
-            return False
-    return True
-
-
-def _hash_tensor(h, name: str, t: torch.Tensor) -> None:
-    h.update(name.encode())
-    h.update(t.detach().cpu().contiguous().float().numpy().tobytes())
-
-
-def param_digest(model) -> str:
-    h = hashlib.sha256()
-    for name, p in sorted(model.state_dict().items()):
-        _hash_tensor(h, name, p)
-    return h.hexdigest()
+    loss: float = 0.0
+    ce: float = 0.0
+    kl: float = 0.0
+    micro: int = 0
+    samples: int = 0
+    seconds: float = 0.0
+    over: int = 0  # samples whose label is longer than the decoder holds (no loss from them)
+    start: float = field(default_factory=time.perf_counter)
 
 
 class Trainer:
@@ -142,7 +103,9 @@ class Trainer:
         if cfg.train.gradient_checkpointing and not cfg.model.use_4bit_quantization:  # QLoRA prepares its own
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
-        self.teacher, self.share_encoder = build_teacher(cfg, model, self.device)
+        self.teacher, self.share_encoder = build_teacher(
+            cfg.model, model, freeze_encoder=cfg.train.freeze_encoder, seed=cfg.train.seed, device=self.device
+        )
         if self.teacher is not None and cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
             print0(
                 self.accelerator,
@@ -273,7 +236,7 @@ class Trainer:
                 f"epoch {state.epoch} restarts its data order",
             )
         position = state.data_position.get(rank, 0) if same_world else 0
-        self.window = self._new_window()
+        self.since_log = SinceLastLog()
         progress = self._progress_bar()
         while state.step < self.total_steps:
             steps = self.steps_in_epoch(state.epoch)
@@ -307,19 +270,6 @@ class Trainer:
                     break
         progress.close()
         return self.finish()
-
-    @staticmethod
-    def _new_window() -> dict:
-        return {
-            "loss": 0.0,
-            "ce": 0.0,
-            "kl": 0.0,
-            "micro": 0,
-            "samples": 0,
-            "seconds": 0.0,
-            "over": 0,
-            "start": time.perf_counter(),
-        }
 
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
         """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
@@ -436,14 +386,14 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         if not loss_ok:
             return
-        w = self.window
-        w["loss"] += loss.detach().float().item()
-        w["ce"] += ce.detach().float().item()
-        w["kl"] += kl.detach().float().item() if kl is not None else 0.0
-        w["micro"] += 1
-        w["samples"] += len(batch["keys"])
-        w["over"] += batch.get("labels_over_limit", 0)
-        w["seconds"] += batch["seconds"]
+        w = self.since_log
+        w.loss += loss.detach().float().item()
+        w.ce += ce.detach().float().item()
+        w.kl += kl.detach().float().item() if kl is not None else 0.0
+        w.micro += 1
+        w.samples += len(batch["keys"])
+        w.over += batch.get("labels_over_limit", 0)
+        w.seconds += batch["seconds"]
 
     def _optimizer_step(self) -> None:
         """DDP / one process: clip, then step unless this window was bad; the scheduler only after a real update."""
@@ -477,18 +427,18 @@ class Trainer:
     # --------------------------------------------------------------------------- maybe_*
     def maybe_log(self, force: bool = False) -> None:
         """Collective when it logs (losses and counts are reduced over ranks)."""
-        state, w = self.state, self.window
+        state, w = self.state, self.since_log
         if not force and state.step % self.cfg.train.log_every_steps != 0:
             return
-        if w["micro"] == 0:
+        if w.micro == 0:
             return
         totals = torch.tensor(
-            [w["loss"], w["micro"], w["samples"], w["seconds"], w["ce"], w["kl"], w["over"]],
+            [w.loss, w.micro, w.samples, w.seconds, w.ce, w.kl, w.over],
             dtype=torch.float64,
             device=self.device,
         )
         totals = self.accelerator.reduce(totals, reduction="sum")  # collective
-        elapsed = time.perf_counter() - w["start"]
+        elapsed = time.perf_counter() - w.start
         state.samples_seen += int(totals[2])
         state.audio_seconds_seen += float(totals[3])
         grad_norm = getattr(self, "grad_norm", None)
@@ -512,7 +462,7 @@ class Trainer:
         if self.teacher is not None:
             metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
         self.tracker.log(metrics, step=state.step)
-        self.window = self._new_window()
+        self.since_log = SinceLastLog()
 
     def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
         """Collective: all ranks generate for their share of the eval set."""
@@ -588,7 +538,7 @@ class Trainer:
             metrics = self.maybe_evaluate(False, force=True)
         if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
             self.maybe_save(False, metrics or state.last_eval or None, force=True)
-        digests = gather_object([self._digest()])  # collective
+        digests = gather_object([weights_digest(self.accelerator, self.model)])  # collective
         summary = {
             "world_size": self.accelerator.num_processes,
             "precision": self.precision,
@@ -599,92 +549,31 @@ class Trainer:
         }
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
-            self._write_final(state, state_dict)
+            best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
+            write_final(
+                self.out_dir,
+                self.accelerator.unwrap_model(self.model),
+                state_dict,
+                self.processor,
+                best_model=self.out_dir / best / "model" if best else None,
+                base_dir=self.base_dir,
+                model_cfg=self.cfg.model,
+            )
             (self.out_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
-            self._export()
+            eval_split = self.cfg.data.eval_split if self.eval_shards is not None else None
+            export_final(
+                self.out_dir / "final",
+                self.cfg.export,
+                self.cfg.data.shard_dir,
+                eval_split,
+                language=self.cfg.model.language,
+                task=self.cfg.model.task,
+            )
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         if not summary["ranks_identical"]:
             raise RuntimeError(f"ranks ended with different weights: {digests}")
         return summary
-
-    def _digest(self) -> str:
-        """Hash of this rank's full weights. Under ZeRO-3 gathered one parameter at a time (collective), so no rank
-        ever holds more than one whole parameter beyond its own partition."""
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        plugin = self.accelerator.state.deepspeed_plugin
-        if plugin is None or plugin.zero_stage != 3:
-            return param_digest(unwrapped)
-        import deepspeed
-
-        h = hashlib.sha256()
-        for name, p in sorted(unwrapped.named_parameters()):
-            with deepspeed.zero.GatheredParameters([p], modifier_rank=None):
-                _hash_tensor(h, name, p)
-        for name, b in sorted(unwrapped.named_buffers()):
-            _hash_tensor(h, name, b)
-        return h.hexdigest()
-
-    def _write_final(self, state: TrainState, state_dict: dict) -> None:
-        """final/: the best checkpoint's model when asked for (and known), else the last; LoRA merged into it."""
-        from mwc_dist.models.lora import check_adapter, is_peft, merge_to_full
-
-        final, tmp = self.out_dir / "final", self.out_dir / ".tmp-final"
-        best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
-        source = self.out_dir / best / "model" if best and (self.out_dir / best / "model").is_dir() else None
-        shutil.rmtree(tmp, ignore_errors=True)
-        unwrapped = self.accelerator.unwrap_model(self.model)
-        if is_peft(unwrapped):
-            adapter = tmp / "adapter"
-            if source is not None:
-                shutil.copytree(source, adapter)
-            else:
-                unwrapped.save_pretrained(adapter, state_dict=state_dict, safe_serialization=True)
-            check_adapter(adapter)
-            merged = merge_to_full(self.base_dir, adapter, self.cfg.model, self.cfg.model.use_4bit_quantization)
-            merged.save_pretrained(tmp, safe_serialization=True)
-            self.processor.save_pretrained(tmp)
-        elif source is not None:
-            shutil.copytree(source, tmp)
-        else:
-            unwrapped.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-            self.processor.save_pretrained(tmp)
-        shutil.rmtree(final, ignore_errors=True)
-        tmp.rename(final)
-
-    def _export(self) -> None:
-        """Rank 0: the formats the config's export section asks for, checked on validation clips."""
-        from mwc_dist.export import clips_from_shards, export_model
-
-        e = self.cfg.export
-        formats = [
-            f
-            for f, on in (
-                ("safetensors", e.export_safetensors),
-                ("pytorch", e.export_pytorch),
-                ("onnx", e.export_onnx),
-                ("ct2", e.export_ct2),
-            )
-            if on
-        ]
-        if formats == ["safetensors"] or not formats:  # final/ already is the SafeTensors export
-            return
-        clips, refs, language = [], None, self.cfg.model.language
-        if self.eval_shards is not None:
-            clips, refs, _ = clips_from_shards(self.cfg.data.shard_dir, self.cfg.data.eval_split, 4)
-        out = Path(e.output_dir) if e.output_dir else self.out_dir / "exports"
-        export_model(
-            self.out_dir / "final",
-            out,
-            formats,
-            opset=e.onnx_opset_version,
-            optimize=e.onnx_optimize,
-            clips=clips or None,
-            references=refs,
-            language=language,
-            task=self.cfg.model.task,
-        )
-        print(f"exports: {out} ({', '.join(formats)}; parity in {out / 'parity.json'})", flush=True)
 
     def _progress_bar(self):
         from tqdm import tqdm

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import job_state, on_node, wait_for_job
+from cluster import job_state, on_node, wait_for_job
 from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[2]

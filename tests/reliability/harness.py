@@ -19,6 +19,7 @@ import sys
 import time
 
 import torch
+from faults import InfGrad
 
 from mwc_dist import checkpoint
 from mwc_dist.train import Trainer, main
@@ -31,18 +32,6 @@ setup, compute_loss, to_json, train_step = (
     checkpoint.TrainState.to_json,
     Trainer.train_step,
 )
-
-
-class _InfGrad(torch.autograd.Function):
-    """Identity forward, infinite gradient backward: an fp16-style overflow with a finite loss."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * float("inf")
 
 
 def _setup(self):
@@ -91,7 +80,7 @@ def _compute_loss(self, features, labels, teacher_features=None):
         if hit and fault == "nan-on-rank":
             loss = loss * torch.tensor(float("nan"))
         elif hit:
-            loss = _InfGrad.apply(loss)
+            loss = InfGrad.apply(loss)
         if fault == "stop-rank" and rank == int(fargs[0]) and step == int(fargs[1]):
             os.kill(os.getpid(), signal.SIGSTOP)
     return loss, ce, kl

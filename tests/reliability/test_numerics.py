@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from faults import InfGrad
 
 
 def _trainer(tmp_path, demo_shards, *extra):
@@ -30,18 +31,6 @@ def _trainer(tmp_path, demo_shards, *extra):
     return trainer
 
 
-class _InfGrad(torch.autograd.Function):
-    """Identity forward, infinite gradient backward: an fp16-style overflow with a finite loss."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * float("inf")
-
-
 def _inject(trainer, bad: dict[int, str]):
     """Make the micro-batches of the given (1-based) optimizer steps bad: 'nan' loss or 'inf' gradients."""
     real = trainer.compute_loss
@@ -52,7 +41,7 @@ def _inject(trainer, bad: dict[int, str]):
         if kind == "nan":
             loss = loss * float("nan")
         elif kind == "inf":
-            loss = _InfGrad.apply(loss)
+            loss = InfGrad.apply(loss)
         return loss, ce, kl
 
     trainer.compute_loss = compute_loss
