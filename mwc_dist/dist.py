@@ -15,7 +15,7 @@ from datetime import timedelta
 import numpy as np
 import torch
 
-from mwc_dist.config import Config
+from mwc_dist.config import TrainConfig
 
 
 def slurm_env_to_torch() -> None:
@@ -41,8 +41,9 @@ def local_device_index() -> int:
     return 0 if narrowed else local
 
 
-def build_accelerator(cfg: Config):
-    """The run's Accelerator: mixed precision, accumulation and trackers from config; gloo when on CPU."""
+def build_accelerator(t: TrainConfig, report_to: list[str]):
+    """The run's Accelerator from the train section (precision, accumulation, clipping, timeout, output folder)
+    and the trackers to report to; gloo when on CPU."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs, ProjectConfiguration
 
@@ -52,38 +53,38 @@ def build_accelerator(cfg: Config):
     # DeepSpeed on CPU needs gloo named explicitly (docs/DISTRIBUTED.md); naming a backend in one process would
     # make accelerate expect a process group, so only when the launcher started several
     backend = "gloo" if use_cpu and distributed else None
-    kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=cfg.train.dist_timeout_seconds))]
-    trackers = list(cfg.tracking.report_to)
+    kwargs = [InitProcessGroupKwargs(backend=backend, timeout=timedelta(seconds=t.dist_timeout_seconds))]
+    trackers = list(report_to)
     # a DeepSpeed config file leaves these "auto": they come from the mwc config
     for var, value in (
-        ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", cfg.train.gradient_accumulation_steps),
-        ("ACCELERATE_GRADIENT_CLIPPING", cfg.train.max_grad_norm),
+        ("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", t.gradient_accumulation_steps),
+        ("ACCELERATE_GRADIENT_CLIPPING", t.max_grad_norm),
     ):
         if os.environ.get(var) == "auto":
             os.environ[var] = str(value)
     deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
-    check_precision(cfg.train.mixed_precision, use_cpu)
+    check_precision(t.mixed_precision, use_cpu)
     launcher = os.environ.get("ACCELERATE_MIXED_PRECISION")  # from `accelerate launch --mixed_precision` or its YAML
-    if launcher and launcher != cfg.train.mixed_precision and os.environ.get("RANK", "0") == "0":
+    if launcher and launcher != t.mixed_precision and os.environ.get("RANK", "0") == "0":
         print(
             f"note: the accelerate launcher asked for mixed_precision={launcher}; train.mixed_precision="
-            f"{cfg.train.mixed_precision} from the mwc config is what this run uses",
+            f"{t.mixed_precision} from the mwc config is what this run uses",
             flush=True,
         )
     accelerator = Accelerator(
         cpu=use_cpu and not deepspeed,  # cpu=True would silently replace DeepSpeed with plain MULTI_CPU
-        mixed_precision=cfg.train.mixed_precision,
-        gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+        mixed_precision=t.mixed_precision,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
         log_with=trackers or None,
         kwargs_handlers=kwargs,
-        project_config=ProjectConfiguration(project_dir=cfg.train.output_dir, logging_dir=cfg.train.output_dir),
+        project_config=ProjectConfiguration(project_dir=t.output_dir, logging_dir=t.output_dir),
     )
     plugin = accelerator.state.deepspeed_plugin
     if plugin is not None:  # we stream our own batches, so DeepSpeed cannot infer the micro-batch size
         ds = plugin.deepspeed_config
-        ds["train_micro_batch_size_per_gpu"] = cfg.train.per_device_train_batch_size
+        ds["train_micro_batch_size_per_gpu"] = t.per_device_train_batch_size
         ds["train_batch_size"] = (
-            cfg.train.per_device_train_batch_size * cfg.train.gradient_accumulation_steps * accelerator.num_processes
+            t.per_device_train_batch_size * t.gradient_accumulation_steps * accelerator.num_processes
         )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs

@@ -173,12 +173,12 @@ def run_eval(
     num_beams: int = 1,
 ) -> dict:
     """`mwc eval`: load a model folder and evaluate it on a shard folder's split."""
-    from mwc_dist.config import Config, DataConfig, ModelConfig
+    from mwc_dist.config import DataConfig, ModelConfig, TrainConfig
     from mwc_dist.data.stream import load_shard_set
     from mwc_dist.dist import build_accelerator
     from mwc_dist.models.build import build_model
 
-    accelerator = build_accelerator(Config())
+    accelerator = build_accelerator(TrainConfig(), report_to=[])
     model, processor = build_model(ModelConfig(base_model=model_dir))
     model.to(accelerator.device)
     shards = load_shard_set(DataConfig(shard_dir=data_dir), split)

@@ -27,21 +27,21 @@ class NullTracker:
 
 
 class Tracker(NullTracker):
-    def __init__(self, accelerator, run_dir: Path, cfg):
+    def __init__(self, accelerator, run_dir: Path, tracking, run_config: dict[str, Any]):
         self.accelerator = accelerator
         self.path = Path(run_dir) / "metrics.jsonl"
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.file = open(self.path, "a", encoding="utf-8")
-        if cfg.tracking.report_to:
+        if tracking.report_to:
             wandb_args = {
-                "name": cfg.tracking.run_name,
-                "entity": cfg.tracking.entity,
-                "tags": cfg.tracking.tags or None,
-                "group": cfg.tracking.group,
+                "name": tracking.run_name,
+                "entity": tracking.entity,
+                "tags": tracking.tags or None,
+                "group": tracking.group,
                 "dir": str(Path(run_dir).resolve()),
             }  # wandb/ inside the run folder
             init = {"wandb": {k: v for k, v in wandb_args.items() if v}}
-            accelerator.init_trackers(cfg.tracking.project, config=_flat_config(cfg), init_kwargs=init)
+            accelerator.init_trackers(tracking.project, config=_flat_config(run_config), init_kwargs=init)
 
     def log(self, metrics: dict[str, Any], step: int) -> None:
         self.file.write(json.dumps({"step": step, "time": round(time.time(), 3), **metrics}) + "\n")
@@ -68,10 +68,10 @@ class Tracker(NullTracker):
             self.accelerator.end_training()
 
 
-def _flat_config(cfg) -> dict[str, Any]:
-    """The resolved config for trackers; anything that looks like a secret is redacted."""
+def _flat_config(run_config: dict[str, Any]) -> dict[str, Any]:
+    """The resolved config (``Config.to_dict()``) for trackers; anything that looks like a secret is redacted."""
     out = {}
-    for section, body in cfg.to_dict().items():
+    for section, body in run_config.items():
         for key, value in body.items():
             if any(word in key.lower() for word in SECRET_WORDS):
                 value = "<redacted>"
@@ -113,5 +113,6 @@ def plot_curves(metrics_path: Path, png_path: Path) -> Path | None:
     return png_path
 
 
-def build_tracker(accelerator, run_dir: Path, cfg) -> NullTracker:
-    return Tracker(accelerator, run_dir, cfg) if accelerator.is_main_process else NullTracker()
+def build_tracker(accelerator, run_dir: Path, tracking, run_config: dict[str, Any]) -> NullTracker:
+    """Rank 0 tracks (``tracking`` section; ``run_config`` is what it records as the run's config)."""
+    return Tracker(accelerator, run_dir, tracking, run_config) if accelerator.is_main_process else NullTracker()

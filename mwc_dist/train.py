@@ -24,7 +24,7 @@ import torch
 
 from mwc_dist.audio.features import LogMel, SpecAugment
 from mwc_dist.checkpoint import TrainState, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
-from mwc_dist.config import Config, config_to_yaml, load_config
+from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
 from mwc_dist.dist import build_accelerator, describe_precision, print0, seed_everything
 from mwc_dist.evaluate import evaluate
@@ -53,12 +53,12 @@ class TrainingDiverged(RuntimeError):
     """Too many optimizer steps in a row had a non-finite loss or gradients."""
 
 
-def check_combination(cfg: Config, accelerator) -> None:
+def check_combination(model_cfg: ModelConfig, accelerator) -> None:
     """Refuse, before any work, the engine x method combinations that do not work (docs/TRAINING_MATRIX.md)."""
     plugin = accelerator.state.deepspeed_plugin
     stage = plugin.zero_stage if plugin is not None else None
-    if stage == 3 and (cfg.model.use_lora or cfg.model.use_4bit_quantization):
-        kind = "QLoRA" if cfg.model.use_4bit_quantization else "LoRA"
+    if stage == 3 and (model_cfg.use_lora or model_cfg.use_4bit_quantization):
+        kind = "QLoRA" if model_cfg.use_4bit_quantization else "LoRA"
         raise ValueError(
             f"{kind} under DeepSpeed ZeRO-3 is not supported: ZeRO-3 partitions the frozen base weights "
             f"(bitsandbytes' 4-bit weights cannot be partitioned, and saving the adapter deadlocks). "
@@ -88,12 +88,12 @@ class Trainer:
     # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
         cfg = self.cfg
-        self.accelerator = build_accelerator(cfg)
+        self.accelerator = build_accelerator(cfg.train, cfg.tracking.report_to)
         self.is_main = self.accelerator.is_main_process
         self.engine_steps_in_backward = self.accelerator.state.deepspeed_plugin is not None
         self.precision = describe_precision(self.accelerator)
         self.device = self.accelerator.device
-        check_combination(cfg, self.accelerator)
+        check_combination(cfg.model, self.accelerator)
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
         model, self.processor = build_model(
             cfg.model, seed=cfg.train.seed, device=self.device, gradient_checkpointing=cfg.train.gradient_checkpointing
@@ -153,7 +153,7 @@ class Trainer:
         if self.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
             (self.out_dir / "config.yaml").write_text(f"# effective precision: {self.precision}\n{config_to_yaml(cfg)}")
-        self.tracker = build_tracker(self.accelerator, self.out_dir, cfg)
+        self.tracker = build_tracker(self.accelerator, self.out_dir, cfg.tracking, cfg.to_dict())
         self.stop_signal = None
         self.bad_reason = self.skipped = None
         for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
