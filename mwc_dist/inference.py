@@ -1,6 +1,11 @@
-"""Greedy transcription through three backends with one interface: PyTorch, ONNX Runtime, CTranslate2.
+"""Transcription through three backends with one interface: PyTorch, ONNX Runtime, CTranslate2.
 
-    mwc transcribe MODEL AUDIO... [--backend pytorch|onnx|ct2] [--language es] [--format text|json|srt]
+    mwc transcribe MODEL AUDIO... [--backend pytorch|onnx|ct2] [--language es] [--format text|json|srt] [--no-guard]
+
+Decoding is greedy; with a ``Guard`` (on by default in ``mwc transcribe``) a hypothesis that looks like a loop or a
+guess is decoded again the way Whisper's own transcriber does it: when its gzip compression ratio is over 2.4 or its
+mean token log-probability under -1, it is sampled again at temperature 0.2, 0.4, ... 1.0 until one passes
+(``decode_with_fallback``).
 
 Every backend takes the same log-mel features (mwc_dist.audio.features.LogMel, equal to Whisper's
 feature extractor) and returns the generated text token ids (prompt and special tokens removed), so
@@ -11,6 +16,8 @@ export parity is a comparison of integer lists. Long audio is cut into windows o
 from __future__ import annotations
 
 import json
+import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,7 +77,28 @@ class Backend:
         return self.log_mel(audio)
 
     def generate(self, features: torch.Tensor, language: str | None, task: str, max_new_tokens: int) -> list[list[int]]:
+        return self.decode(features, language, task, max_new_tokens)[0]
+
+    def decode(
+        self, features, language: str | None, task: str, max_new_tokens: int, temperature: float = 0.0, seed: int = 0
+    ) -> tuple[list[list[int]], list[float]]:
+        """Text token ids per row and their mean log-probability (end of text included); greedy at temperature 0,
+        sampled above it (seeded, except in CTranslate2)."""
         raise NotImplementedError
+
+    def guarded(
+        self, features, language: str | None, task: str, max_new_tokens: int, guard: Guard | None
+    ) -> list[list[int]]:
+        """``generate``, with Whisper's temperature fallback when ``guard`` is given."""
+        if guard is None:
+            return self.generate(features, language, task, max_new_tokens)
+        _, chosen = decode_with_fallback(
+            lambda f, t: self.decode(f, language, task, max_new_tokens, t, guard.seed), features, guard, self.to_text
+        )
+        return [c.ids for c in chosen]
+
+    def to_text(self, ids: list[int]) -> str:
+        return self.processor.tokenizer.decode(ids, skip_special_tokens=True).strip()
 
     def encode(self, features: torch.Tensor) -> np.ndarray:
         raise NotImplementedError
@@ -84,16 +112,13 @@ class PyTorchBackend(Backend):
         self.model = WhisperForConditionalGeneration.from_pretrained(self.model_dir).eval()
 
     def _kwargs(self, language, task, max_new_tokens):
-        kwargs = {"max_new_tokens": max_new_tokens, "do_sample": False, "num_beams": 1}
+        kwargs = {"max_new_tokens": max_new_tokens, "num_beams": 1}
         if self.multilingual:
             kwargs |= {"task": task} | ({"language": language} if language else {})
         return kwargs
 
-    @torch.no_grad()
-    def generate(self, features, language, task, max_new_tokens):
-        with _quiet():
-            ids = self.model.generate(input_features=features, **self._kwargs(language, task, max_new_tokens))
-        return [self.text_ids(row) for row in ids.tolist()]
+    def decode(self, features, language, task, max_new_tokens, temperature=0.0, seed=0):
+        return torch_decode(self.model, features, temperature, seed, **self._kwargs(language, task, max_new_tokens))
 
     @torch.no_grad()
     def encode(self, features):
@@ -134,18 +159,20 @@ class OnnxBackend(Backend):
     def encode(self, features):
         return self.encoder.run(None, {"input_features": features.numpy()})[0]
 
-    def generate(self, features, language, task, max_new_tokens):
+    def decode(self, features, language, task, max_new_tokens, temperature=0.0, seed=0):
         prompt = self.prompt(language, task)
         batch = len(features)
         hidden = self.encode(features)
         outputs = self.decoder.run(
             None, {"input_ids": np.array([prompt] * batch, dtype=np.int64), "encoder_hidden_states": hidden}
         )
+        rng = np.random.default_rng(seed)
         tokens: list[np.ndarray] = []  # one [batch] array per step
+        logprob, length = np.zeros(batch), np.zeros(batch)
         done = np.zeros(batch, dtype=bool)
         past: dict[str, np.ndarray] = {}
         for step in range(max_new_tokens):
-            logits = outputs[0][:, -1, :]
+            logits = outputs[0][:, -1, :].astype(np.float64)
             past.update(
                 (name.replace("present", "past_key_values"), value)
                 for name, value in zip(self.present_first if step == 0 else self.present_next, outputs[1:])
@@ -153,13 +180,24 @@ class OnnxBackend(Backend):
             logits[:, self.suppress] = -np.inf
             if step == 0:
                 logits[:, self.begin_suppress] = -np.inf
-            nxt = np.where(done, self.eot, logits.argmax(-1))
+            logp = logits - logits.max(-1, keepdims=True)
+            logp -= np.log(np.exp(logp).sum(-1, keepdims=True))
+            if temperature > 0:
+                p = np.exp(logp / temperature)
+                p /= p.sum(-1, keepdims=True)
+                pick = np.array([rng.choice(len(row), p=row) for row in p])
+            else:
+                pick = logits.argmax(-1)
+            nxt = np.where(done, self.eot, pick)
+            logprob += np.where(done, 0.0, logp[np.arange(batch), nxt])
+            length += ~done
             tokens.append(nxt)
             done |= nxt == self.eot
             if done.all() or step == max_new_tokens - 1:
                 break
             outputs = self.decoder_with_past.run(None, {"input_ids": nxt[:, None].astype(np.int64), **past})
-        return [self.text_ids(row) for row in np.stack(tokens, axis=1).tolist()]
+        rows = [self.text_ids(row) for row in np.stack(tokens, axis=1).tolist()]
+        return rows, (logprob / np.maximum(length, 1)).tolist()
 
 
 class CT2Backend(Backend):
@@ -169,18 +207,24 @@ class CT2Backend(Backend):
         super().__init__(model_dir)
         self.model = ctranslate2.models.Whisper(str(self.model_dir), device="cpu", compute_type=compute_type)
 
-    def generate(self, features, language, task, max_new_tokens):
+    def decode(self, features, language, task, max_new_tokens, temperature=0.0, seed=0):
         import ctranslate2
 
         prompt = self.prompt(language, task)
+        # CTranslate2 samples in its own worker threads, which ctranslate2.set_random_seed does not reach (measured:
+        # two calls after the same seed differ), so its fallback samples are not reproducible; ``seed`` is unused
+        sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         # CTranslate2 4.8's Whisper stops at max_length / 2 new tokens (measured), so ask for twice as many
         results = self.model.generate(
             ctranslate2.StorageView.from_array(features.numpy()),
             [prompt] * len(features),
             max_length=2 * max_new_tokens,
             beam_size=1,
+            return_scores=True,
+            **sampling,
         )
-        return [self.text_ids(r.sequences_ids[0])[:max_new_tokens] for r in results]
+        # the score is the summed log-probability over length ** length_penalty (1): the mean log-probability
+        return [self.text_ids(r.sequences_ids[0])[:max_new_tokens] for r in results], [r.scores[0] for r in results]
 
     def encode(self, features):
         import ctranslate2
@@ -196,6 +240,88 @@ def load_backend(kind: str, model_dir: str | Path, compute_type: str = "default"
     if kind == "ct2":
         return CT2Backend(model_dir, compute_type)
     raise ValueError(f"backend {kind!r}: choose pytorch, onnx or ct2")
+
+
+@dataclass(frozen=True)
+class Guard:
+    """Whisper's fallback thresholds (openai/whisper ``transcribe``): decode again at the next temperature when the
+    text's gzip compression ratio is above ``compression_ratio_threshold`` (a loop compresses well) or the mean token
+    log-probability is below ``logprob_threshold`` (a guess)."""
+
+    temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    compression_ratio_threshold: float = 2.4
+    logprob_threshold: float = -1.0
+    seed: int = 0
+
+    def passes(self, text: str, avg_logprob: float) -> bool:
+        return compression_ratio(text) <= self.compression_ratio_threshold and avg_logprob >= self.logprob_threshold
+
+
+def compression_ratio(text: str) -> float:
+    data = text.encode("utf-8")
+    return len(data) / len(zlib.compress(data)) if data else 0.0
+
+
+@dataclass
+class Decoded:
+    ids: list[int]
+    text: str
+    avg_logprob: float
+    temperature: float
+
+
+def decode_with_fallback(
+    decode: Callable, features, guard: Guard, to_text: Callable[[list[int]], str]
+) -> tuple[list[Decoded], list[Decoded]]:
+    """(greedy, guarded) per row. ``decode(features, temperature) -> (ids rows, mean log-probs)``; only the rows
+    that fail ``guard`` are decoded again. A row that never passes keeps, as faster-whisper does, its best-scoring
+    candidate among those under the compression threshold (or among all)."""
+    ids, logprobs = decode(features, guard.temperatures[0])
+    greedy = [Decoded(row, to_text(row), lp, guard.temperatures[0]) for row, lp in zip(ids, logprobs)]
+    candidates = [[d] for d in greedy]
+    todo = [i for i, d in enumerate(greedy) if not guard.passes(d.text, d.avg_logprob)]
+    for temperature in guard.temperatures[1:]:
+        if not todo:
+            break
+        ids, logprobs = decode(features[todo], temperature)
+        failed = []
+        for i, row, lp in zip(todo, ids, logprobs):
+            candidates[i].append(Decoded(row, to_text(row), lp, temperature))
+            if not guard.passes(candidates[i][-1].text, lp):
+                failed.append(i)
+        todo = failed
+    chosen = []
+    for i, cands in enumerate(candidates):
+        if i not in todo:
+            chosen.append(cands[-1])
+            continue
+        short = [c for c in cands if compression_ratio(c.text) <= guard.compression_ratio_threshold] or cands
+        chosen.append(max(short, key=lambda c: c.avg_logprob))
+    return greedy, chosen
+
+
+@torch.no_grad()
+def torch_decode(model, features, temperature: float, seed: int, **generate_kwargs) -> tuple[list[list[int]], list]:
+    """transformers' Whisper ``generate`` (greedy, or sampling at ``temperature`` from a seeded generator): text ids
+    per row (end of text and specials removed) and the mean log-probability of the tokens up to end of text."""
+    kwargs = generate_kwargs | {"output_scores": True, "return_dict_in_generate": True}
+    kwargs |= {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
+    eot = model.generation_config.eos_token_id
+    with torch.random.fork_rng(devices=[]), _quiet():
+        torch.manual_seed(seed)
+        out = model.generate(input_features=features, **kwargs)
+    scores = torch.stack(out.scores, dim=1).float()  # [batch, new tokens, vocab], after the logits processors
+    logp = (scores * temperature if temperature > 0 else scores).log_softmax(-1)
+    new = out.sequences[:, -scores.shape[1] :]
+    token_lp = logp.gather(-1, new[..., None])[..., 0]
+    ended = (new == eot).int().cumsum(1)
+    keep = (ended == 0) | ((ended == 1) & (new == eot))  # up to and including the first end of text
+    avg = (token_lp.masked_fill(~keep, 0).sum(1) / keep.sum(1).clamp(min=1)).tolist()
+    rows = []
+    for row in new.tolist():
+        row = row[: row.index(eot)] if eot in row else row
+        rows.append([t for t in row if t < eot])
+    return rows, avg
 
 
 @dataclass
@@ -231,13 +357,15 @@ def transcribe(
     task: str = "transcribe",
     max_new_tokens: int = 128,
     batch_size: int = 8,
+    guard: Guard | None = None,
 ) -> list[Segment]:
-    """Cut ``wave`` (16 kHz mono) into model-length windows, in pauses (``cut_points``), and transcribe each."""
+    """Cut ``wave`` (16 kHz mono) into model-length windows, in pauses (``cut_points``), and transcribe each
+    (with Whisper's temperature fallback when ``guard`` is given)."""
     spans = cut_points(np.asarray(wave, dtype=np.float32), backend.window_samples)
     segments = []
     for i in range(0, len(spans), batch_size):
         chunk = spans[i : i + batch_size]
-        ids = backend.generate(backend.features([wave[a:b] for a, b in chunk]), language, task, max_new_tokens)
+        ids = backend.guarded(backend.features([wave[a:b] for a, b in chunk]), language, task, max_new_tokens, guard)
         for (a, b), row in zip(chunk, ids):
             text = backend.processor.tokenizer.decode(row, skip_special_tokens=True).strip()
             segments.append(Segment(a / 16000, b / 16000, text))

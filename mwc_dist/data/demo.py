@@ -17,7 +17,6 @@ import shutil
 import subprocess
 import time
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 
 GRAMMAR = {
@@ -247,7 +246,7 @@ class Utterance:
     fmt: str
     rate: int  # written sample rate (espeak speaks at 22050)
     channels: int
-    split: str  # "" (train/validation, decided by `mwc shard`) or "test"
+    split: str  # "" (train/validation, decided by `mwc shard`), "train", "validation" or "test"
 
 
 def make_sentences(language: str, count: int, seed: int) -> list[str]:
@@ -298,22 +297,60 @@ def plan_corpus(language: str, count: int, test_fraction: float, seed: int) -> l
     return out
 
 
+def plan_quotes_corpus(count: int, test_fraction: float, seed: int) -> dict[str, list[Utterance]]:
+    """The natural-text corpus (mwc_dist.data.quotes): {"indomain": train/validation/test rows, "ood": test rows}.
+
+    ``count`` in-domain utterances; test and validation each ``round(count * test_fraction)``, and as many
+    out-of-domain test rows. Voices: training voices for train, two voices of its own for validation, the two test
+    voices for both test splits.
+    """
+    from mwc_dist.data.quotes import read_topics, split_quotes
+
+    num_test = max(1, int(round(count * test_fraction)))
+    splits = split_quotes(read_topics(), count - 2 * num_test, num_test, num_test, num_test, seed)
+    voices = VOICES["es"]
+    voices_of = {
+        "train": voices[: -2 * NUM_TEST_VOICES],
+        "validation": voices[-2 * NUM_TEST_VOICES : -NUM_TEST_VOICES],
+        "test": voices[-NUM_TEST_VOICES:],
+        "ood": voices[-NUM_TEST_VOICES:],
+    }
+    rng = random.Random(seed + 1)
+    out: dict[str, list[Utterance]] = {"indomain": [], "ood": []}
+    n = 0
+    for split in ("train", "validation", "test", "ood"):
+        corpus = "ood" if split == "ood" else "indomain"
+        for _topic, text in splits[split]:
+            voice, variant = rng.choice(voices_of[split])
+            fmt = FORMAT_CYCLE[n % len(FORMAT_CYCLE)]
+            rate, channels = rng.choice([(22050, 1)] * 6 + [(44100, 2), (48000, 1)])
+            name = "test" if split == "ood" else split
+            out[corpus].append(
+                Utterance(
+                    f"{name}/es_{n:05d}.{fmt}",
+                    text,
+                    "es",
+                    voice,
+                    variant,
+                    speed=rng.randint(140, 180),
+                    pitch=rng.randint(35, 65),
+                    fmt=fmt,
+                    rate=rate,
+                    channels=channels,
+                    split=name,
+                )
+            )
+            n += 1
+    return out
+
+
 def speak(utt: Utterance) -> tuple:
     """espeak-ng -> 22.05 kHz float32 samples."""
     import soundfile as sf
 
-    cmd = [
-        "espeak-ng",
-        "-v",
-        f"{utt.voice}+{utt.variant}",
-        "-s",
-        str(utt.speed),
-        "-p",
-        str(utt.pitch),
-        "--stdout",
-        utt.text,
-    ]
-    wav = subprocess.run(cmd, check=True, capture_output=True).stdout
+    cmd = ["espeak-ng", "-v", f"{utt.voice}+{utt.variant}", "-s", str(utt.speed), "-p", str(utt.pitch), "--stdout"]
+    # the text on stdin: a sentence starting with "-" would read as an option
+    wav = subprocess.run([*cmd, "--stdin"], input=utt.text.encode(), check=True, capture_output=True).stdout
     samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
     return samples, rate
 
@@ -340,8 +377,14 @@ def make_demo_corpus(
     seed: int = 0,
     workers: int | None = None,
     progress: bool = True,
+    text: str = "grammar",
 ) -> Path:
-    """Write the corpus and metadata.csv; reuses files already there. Returns the metadata path."""
+    """Write the corpus and metadata.csv; reuses files already there. Returns the (first) metadata path.
+
+    ``text="grammar"``: template sentences, OUT/metadata.csv (train/validation decided by ``mwc shard``, held-out
+    rows ``split=test``). ``text="quotes"`` (Spanish): natural sentences from fortunes-es, OUT/indomain/metadata.csv
+    (train, validation, test) and OUT/ood/metadata.csv (test, topics never trained on).
+    """
     from tqdm import tqdm
 
     from mwc_dist.data.shard import ordered_map
@@ -350,27 +393,47 @@ def make_demo_corpus(
         raise RuntimeError("espeak-ng is not installed: `apt-get install -y espeak-ng` (make demo / make test do it)")
     if language not in GRAMMAR:
         raise ValueError(f"language {language!r}: choose one of {', '.join(GRAMMAR)}")
+    if text not in ("grammar", "quotes"):
+        raise ValueError(f"text {text!r}: choose grammar or quotes")
+    if text == "quotes" and language != "es":
+        raise ValueError("the quotes corpus (fortunes-es) is Spanish: use --language es or --text grammar")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    utts = plan_corpus(language, count, test_fraction, seed)
-    todo = [u for u in utts if not (out_dir / u.file_name).is_file()]
+    corpora = (
+        plan_quotes_corpus(count, test_fraction, seed)
+        if text == "quotes"
+        else {"": plan_corpus(language, count, test_fraction, seed)}
+    )
+    todo = [
+        (out_dir / sub, u) for sub, utts in corpora.items() for u in utts if not (out_dir / sub / u.file_name).is_file()
+    ]
     start = time.time()
     workers = workers or os.cpu_count() or 1
     for _ in tqdm(
-        ordered_map(partial(render, out_dir=out_dir), todo, workers),
+        ordered_map(_render_job, todo, workers),
         total=len(todo),
         desc="speaking",
         unit="utt",
         disable=not progress,
     ):
         pass
-    meta = out_dir / "metadata.csv"
+    metas = [_write_metadata(out_dir / sub, utts) for sub, utts in corpora.items()]
+    if progress:
+        total = sum(len(u) for u in corpora.values())
+        print(f"{total} utterances ({len(todo)} new) in {out_dir} in {time.time() - start:.1f} s")
+    return metas[0]
+
+
+def _render_job(job: tuple[Path, Utterance]) -> str:
+    return render(job[1], job[0])
+
+
+def _write_metadata(root: Path, utts: list[Utterance]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    meta = root / "metadata.csv"
     with open(meta.with_suffix(".tmp"), "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f)
         w.writerow(["file_name", "text", "language", "speaker", "split"])
         for u in utts:
             w.writerow([u.file_name, u.text, u.language, f"{u.voice}+{u.variant}", u.split])
     meta.with_suffix(".tmp").replace(meta)
-    if progress:
-        print(f"{len(utts)} utterances ({len(todo)} new) in {out_dir} in {time.time() - start:.1f} s")
     return meta

@@ -134,3 +134,11 @@ def test_zero3_evaluation_with_uneven_ranks_equals_one_process(demo_shards, tmp_
     recomputed = metrics_from_predictions(single / "predictions.jsonl", "es")
     for key in ("wer", "cer", "bleu", "chrf"):
         assert reported[key] == pytest.approx(recomputed[key], abs=1e-12), key
+    # `mwc eval` also decodes with Whisper's temperature fallback: greedy where greedy passed, its own metrics
+    from mwc_dist.metrics import compute_metrics
+
+    guarded = json.loads((single / "metrics.json").read_text())["guarded"]
+    again = compute_metrics([r["reference"] for r in theirs], [r["prediction_guarded"] for r in theirs], "es")
+    assert guarded["wer"] == pytest.approx(again["wer"], abs=1e-12)
+    assert guarded["fallbacks"] == sum(r["fallback_temperature"] > 0 for r in theirs)
+    assert all(r["prediction_guarded"] == r["prediction"] for r in theirs if r["fallback_temperature"] == 0)

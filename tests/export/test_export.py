@@ -121,6 +121,7 @@ def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tm
                 "json",
                 "--max-new-tokens",
                 "12",
+                "--no-guard",  # greedy: the same tokens through every backend (the guard samples)
             ],
             capture_output=True,
             text=True,
@@ -161,6 +162,38 @@ def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tm
     ]
     assert len(times) == 2 and times[0][0] == 0.0 and 8.0 <= times[0][1] <= 10.0  # cut in a pause before 10 s
     assert times[1][0] == times[0][1] and times[1][1] == pytest.approx(len(long) / sentences[0][2], abs=0.01)
+
+
+def test_backends_agree_on_log_probabilities_and_each_runs_the_fallback(exported):
+    from mwc_dist.inference import Guard, decode_with_fallback, load_backend
+
+    out, _, clips, language = exported
+    greedy = {}
+    for kind, model in (("pytorch", out / "safetensors"), ("onnx", out / "onnx"), ("ct2", out / "ct2")):
+        backend = load_backend(kind, model)
+        features = backend.features(clips)
+        ids, logprobs = backend.decode(features, language, "transcribe", 12)
+        assert ids == backend.generate(features, language, "transcribe", 12)
+        greedy[kind] = (ids, logprobs)
+        hot = backend.decode(features, language, "transcribe", 12, temperature=1.0, seed=3)
+        if kind != "ct2":  # CTranslate2 samples in threads its seed does not reach
+            assert hot == backend.decode(features, language, "transcribe", 12, temperature=1.0, seed=3)
+        assert hot[0] != ids  # sampling at temperature 1 from a 6-step model: some token differs
+        # a log-probability threshold nobody meets: every row tries every temperature, keeps its best candidate
+        calls = []
+
+        def decode(f, t, backend=backend, calls=calls):
+            calls.append(len(f))
+            return backend.decode(f, language, "transcribe", 12, t, 0)
+
+        first, kept = decode_with_fallback(decode, features, Guard(logprob_threshold=1.0), backend.to_text)
+        assert calls == [len(clips)] * 6
+        assert all(k.avg_logprob >= g.avg_logprob for k, g in zip(kept, first))
+        assert [g.ids for g in first] == ids
+    assert greedy["pytorch"][0] == greedy["onnx"][0] == greedy["ct2"][0]
+    np.testing.assert_allclose(greedy["onnx"][1], greedy["pytorch"][1], atol=1e-3)
+    np.testing.assert_allclose(greedy["ct2"][1], greedy["pytorch"][1], atol=1e-2)
+    assert all(lp < 0 for lp in greedy["pytorch"][1])
 
 
 def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):

@@ -48,7 +48,23 @@ def test_demo_plan_holds_out_sentences_and_voices():
 
 def test_demo_data_then_shard_from_the_command_line(tmp_path, capsys):
     data = tmp_path / "data"
-    assert main(["demo-data", "--out", str(data), "--num-utterances", "24", "--test-fraction", "0.25", "--quiet"]) == 0
+    assert (
+        main(
+            [
+                "demo-data",
+                "--out",
+                str(data),
+                "--text",
+                "grammar",
+                "--num-utterances",
+                "24",
+                "--test-fraction",
+                "0.25",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(open(data / "metadata.csv")))
     assert len(rows) == 24 and sum(r["split"] == "test" for r in rows) == 6
     assert {Path(r["file_name"]).suffix[1:] for r in rows} == set(FORMAT_CYCLE)

@@ -42,3 +42,29 @@ def test_recompute_from_file(tmp_path):
     assert metrics_from_predictions(path, "es")["wer"] == pytest.approx(0.25)
     with pytest.raises(ValueError):
         compute_metrics(["a"], [], "es")
+
+
+def test_hallucination_metrics_count_loops_insertions_and_empties():
+    from mwc_dist.metrics import repeated_run
+
+    assert repeated_run("en las en las en las casas") == "en las"
+    assert repeated_run("no no no") == "no" and repeated_run("en las en las casas") is None
+    refs = [
+        "el que mucho abarca poco aprieta",
+        "más vale tarde que nunca",
+        "no no no dijo el niño",  # the reference itself repeats: not a loop
+        "a quien madruga dios le ayuda",
+    ]
+    hyps = [
+        "el que mucho abarca poco aprieta en las en las en las",  # loop: 6 inserted words
+        "",  # empty
+        "no no no dijo el niño",
+        "a quien madruga dios le ayuda",
+    ]
+    m = compute_metrics(refs, hyps, "es")
+    assert m["loop_rate"] == pytest.approx(1 / 4)
+    assert m["empty_rate"] == pytest.approx(1 / 4)
+    assert m["insertion_rate"] == pytest.approx(6 / 23)
+    assert m["length_ratio"] == pytest.approx((12 + 0 + 6 + 6) / 23)
+    clean = compute_metrics(refs, refs, "es")
+    assert clean["loop_rate"] == clean["empty_rate"] == clean["insertion_rate"] == 0 and clean["length_ratio"] == 1

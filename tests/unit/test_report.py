@@ -17,16 +17,22 @@ PREDICTIONS = {
 
 
 def _demo_folder(tmp_path):
-    for name, predictions in PREDICTIONS.items():
-        rows = [
-            {"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
-            for i, (r, p) in enumerate(zip(REFS, predictions))
-        ]
-        metrics = compute_metrics(REFS, predictions, "es") | {
-            "audio_seconds": 9.0,
-            "decode_seconds": {"student": 1.0}.get(name, 4.0),
-        }
-        write_eval(tmp_path / "eval" / name, rows, metrics)
+    guarded = PREDICTIONS["finetuned"]  # what the base's fallback decoding is made to give here
+    for split in ("ood", "indomain"):
+        for name, predictions in PREDICTIONS.items():
+            rows = [
+                {"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
+                for i, (r, p) in enumerate(zip(REFS, predictions))
+            ]
+            metrics = compute_metrics(REFS, predictions, "es") | {
+                "audio_seconds": 9.0,
+                "decode_seconds": {"student": 1.0}.get(name, 4.0),
+            }
+            if name == "base":
+                for row, g in zip(rows, guarded):
+                    row |= {"prediction_guarded": g, "fallback_temperature": 0.2}
+                metrics["guarded"] = compute_metrics(REFS, guarded, "es")
+            write_eval(tmp_path / "eval" / split / name, rows, metrics)
     for run, cfg in (
         ("finetune", {"use_4bit_quantization": True, "use_lora": False}),
         ("student", {"use_4bit_quantization": False, "use_lora": False}),
@@ -46,14 +52,29 @@ def test_report_numbers_are_the_predictions_files_metrics(tmp_path):
     assert student_wer == 0.0 and base_wer > 0.2
     assert f"| {base_wer:.4f} |" in report
     assert "decodes 4.00x as fast" in report and "trained 12 steps x 16 clips, LoRA adapters" in report
-    assert check_report(tmp_path) == 3  # the ONNX and CT2 rows were not run
+    assert report.index("## Out-of-domain test") < report.index("## In-domain test") < report.index("## Goals")
+    finetuned_wer = compute_metrics(REFS, PREDICTIONS["finetuned"], "es")["wer"]
+    assert f"| {finetuned_wer:.4f} | 0.0000 |" in report  # the base's guarded WER and loops
+    assert f"{finetuned_wer / base_wer:.2f}x base" in report
+    assert "(goal: never above the base) — **met**" in report
+    assert check_report(tmp_path) == 6  # 3 models x 2 splits; the ONNX and CT2 rows were not run
 
 
 def test_a_changed_predictions_file_fails_the_check(tmp_path):
     _demo_folder(tmp_path)
-    path = tmp_path / "eval" / "finetuned" / "predictions.jsonl"
+    path = tmp_path / "eval" / "indomain" / "finetuned" / "predictions.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
     rows[2]["prediction"] = "algo distinto"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     with pytest.raises(ValueError, match="fine-tuned.*WER"):
+        check_report(tmp_path)
+
+
+def test_a_changed_guarded_prediction_fails_the_check(tmp_path):
+    _demo_folder(tmp_path)
+    path = tmp_path / "eval" / "ood" / "base" / "predictions.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[0]["prediction_guarded"] = "otra cosa otra cosa otra cosa"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="whisper-base.*guarded WER"):
         check_report(tmp_path)
