@@ -92,6 +92,9 @@ class ModelConfig:
     lora_alpha: int = 32
     lora_dropout: float = 0.1
     lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    # -1: adapters in every encoder layer; N: only in the top N (0: none), so the backward pass stops N layers
+    # into the encoder (with train.freeze_encoder false): most of the encoder's adaptation at a fraction of its cost
+    lora_encoder_layers: int = -1
 
 
 @dataclass
@@ -367,6 +370,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"model.distillation_teacher_window: 'own' or 'student'; got {m.distillation_teacher_window!r}")
     if m.use_distillation and not m.teacher_model:
         problems.append("model.teacher_model: required when model.use_distillation is true")
+    if m.lora_encoder_layers < -1:
+        problems.append(f"model.lora_encoder_layers: -1 (every layer) or a count >= 0; got {m.lora_encoder_layers}")
     if m.bnb_4bit_quant_type not in ("nf4", "fp4"):
         problems.append(f"model.bnb_4bit_quant_type: must be nf4 or fp4; got {m.bnb_4bit_quant_type!r}")
     if m.bnb_4bit_compute_dtype not in ("float16", "bfloat16", "float32"):

@@ -63,10 +63,32 @@ def add_lora(model, cfg: ModelConfig, quantized: bool, gradient_checkpointing: b
         r=cfg.lora_r,
         lora_alpha=cfg.lora_alpha,
         lora_dropout=cfg.lora_dropout,
-        target_modules=list(cfg.lora_target_modules),
+        target_modules=lora_targets(model, cfg.lora_target_modules, cfg.lora_encoder_layers),
         bias="none",
     )
     return get_peft_model(model, lora)
+
+
+def lora_targets(model, names: list[str], encoder_layers: int) -> list[str]:
+    """``model.lora_target_modules`` as PEFT reads them (module-name suffixes); with ``model.lora_encoder_layers``
+    N >= 0, the full names of the matching modules, minus those in encoder layers below the top N."""
+    names = list(names)
+    if encoder_layers < 0:
+        return names
+    total = model.config.encoder_layers
+    keep = []
+    for full, _ in model.named_modules():
+        if full.rsplit(".", 1)[-1] not in names:
+            continue
+        parts = full.split(".")
+        if "encoder" in parts and "layers" in parts:
+            layer = int(parts[parts.index("layers") + 1])
+            if layer < total - encoder_layers:
+                continue
+        keep.append(full)
+    if not keep:
+        raise ValueError(f"model.lora_target_modules {names}: no module of the model has one of these names")
+    return keep
 
 
 def is_peft(model) -> bool:

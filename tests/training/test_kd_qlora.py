@@ -130,6 +130,34 @@ def test_qlora_has_4bit_layers_learns_saves_and_merges(tmp_path):
         check_adapter(empty)
 
 
+@pytest.mark.parametrize("encoder_layers", [0, 1])
+def test_lora_encoder_layers_puts_adapters_in_the_top_layers_only(encoder_layers):
+    cfg = ModelConfig(
+        base_model="tiny-random",
+        use_4bit_quantization=True,
+        bnb_4bit_compute_dtype="float32",
+        lora_target_modules=["q_proj", "v_proj", "fc1"],
+        lora_encoder_layers=encoder_layers,
+    )
+    model, _ = build_model(cfg, seed=1)
+    total = model.config.encoder_layers
+    adapted = {n.split(".lora_A")[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    encoder = {n for n in adapted if ".encoder." in n}
+    expected_layers = set(range(total - encoder_layers, total))
+    assert {int(n.split(".layers.")[1].split(".")[0]) for n in encoder} == expected_layers
+    assert len(encoder) == 3 * encoder_layers
+    assert len(adapted - encoder) == 3 * model.config.decoder_layers + 2 * model.config.decoder_layers  # + cross q, v
+    # the backward pass reaches only the adapted layers: no gradient flows below them
+    seen = []
+    for n, layer in enumerate(model.get_encoder().layers):
+        layer.register_forward_hook(lambda mod, inp, out, n=n: seen.append((n, out[0].requires_grad)))
+    features, labels = torch.randn(2, 80, 1000), torch.randint(0, 500, (2, 8))
+    model(input_features=features, labels=labels).loss.backward()
+    assert [g for _, g in seen] == [n in expected_layers for n in range(total)]
+    lora_b = {n: p.grad for n, p in model.named_parameters() if "lora_B" in n}  # lora_A's is 0 while B is 0
+    assert len(lora_b) == len(adapted) and all(g is not None and g.abs().sum() > 0 for g in lora_b.values())
+
+
 def _train(tmp_path, shards, *overrides):
     from mwc_dist.config import load_config
     from mwc_dist.train import Trainer
