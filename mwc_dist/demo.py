@@ -116,7 +116,7 @@ class Demo:
         )
 
     def evaluate(self):
-        """Every model on both test splits, greedy and guarded (Whisper's temperature fallback)."""
+        """Every model on both test splits, greedy; the trained ones also guarded (Whisper's temperature fallback)."""
         from mwc_dist.evaluate import run_eval
         from mwc_dist.inference import Guard
 
@@ -136,7 +136,9 @@ class Demo:
                     batch_size=8,
                     max_length=MAX_NEW_TOKENS,
                     limit=TEST_CLIPS,
-                    guard=Guard(),
+                    # the base model is unsure of espeak's voices (mean log-probability under -1 on most clips), so
+                    # its fallback would decode most clips six times: greedy only, to keep the demo in its budget
+                    guard=None if name == "base" else Guard(),
                 )
 
     def export(self):
