@@ -11,6 +11,7 @@ process writes ``predictions.jsonl`` and ``metrics.json``. Metrics come from mwc
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -158,7 +159,7 @@ def evaluate(
     if guard is not None:
         metrics["guarded"] = compute_metrics(
             [r["reference"] for r in rows], [r["prediction_guarded"] for r in rows], metric_language
-        ) | {"fallbacks": sum(r["fallback_temperature"] > 0 for r in rows)}
+        ) | {"fallbacks": sum(r["fallback_temperature"] > 0 for r in rows), "guard": dataclasses.asdict(guard)}
     metrics["audio_seconds"] = sum(s for _, s in timings)
     metrics["decode_seconds"] = max(t for t, _ in timings)
     metrics["real_time_factor"] = metrics["decode_seconds"] / max(metrics["audio_seconds"], 1e-9)

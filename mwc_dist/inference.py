@@ -250,11 +250,12 @@ class Guard:
 
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     compression_ratio_threshold: float = 2.4
-    logprob_threshold: float = -1.0
+    logprob_threshold: float | None = -1.0  # None: the compression ratio alone decides (as in Whisper)
     seed: int = 0
 
     def passes(self, text: str, avg_logprob: float) -> bool:
-        return compression_ratio(text) <= self.compression_ratio_threshold and avg_logprob >= self.logprob_threshold
+        confident = self.logprob_threshold is None or avg_logprob >= self.logprob_threshold
+        return compression_ratio(text) <= self.compression_ratio_threshold and confident
 
 
 def compression_ratio(text: str) -> float:

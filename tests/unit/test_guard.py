@@ -50,3 +50,8 @@ def test_only_failing_rows_are_decoded_again_and_the_right_candidate_is_kept():
     _, same = decode_with_fallback(decode, torch.arange(3)[:, None], Guard(logprob_threshold=-9.0), to_text)
     assert [s.text for s in same] == [GOOD, "a quien madruga dios le ayuda", "quizá 0.0"]
     assert calls == [(0.0, [0, 1, 2]), (0.2, [1]), (0.4, [1])]  # only the loop goes on
+
+
+def test_without_a_log_probability_threshold_only_loops_are_decoded_again():
+    guard = Guard(logprob_threshold=None)
+    assert guard.passes(GOOD, -5.0) and not guard.passes(LOOP, 0.0)

@@ -31,7 +31,7 @@ def _demo_folder(tmp_path):
             if name == "base":
                 for row, g in zip(rows, guarded):
                     row |= {"prediction_guarded": g, "fallback_temperature": 0.2}
-                metrics["guarded"] = compute_metrics(REFS, guarded, "es")
+                metrics["guarded"] = compute_metrics(REFS, guarded, "es") | {"guard": {"logprob_threshold": None}}
             write_eval(tmp_path / "eval" / split / name, rows, metrics)
     for run, cfg in (
         ("finetune", {"use_4bit_quantization": True, "use_lora": False}),
@@ -57,6 +57,9 @@ def test_report_numbers_are_the_predictions_files_metrics(tmp_path):
     assert f"| {finetuned_wer:.4f} | 0.0000 |" in report  # the base's guarded WER and loops
     assert f"{finetuned_wer / base_wer:.2f}x base" in report
     assert "(goal: never above the base) — **met**" in report
+    assert "| whisper-base (imported, no fine-tuning) (guard: compression ratio only) |" in report
+    assert "Looping hypotheses, greedy, worst: 0.0 %" in report
+    assert "Looping hypotheses, guarded, worst: 0.0 %" in report
     assert check_report(tmp_path) == 6  # 3 models x 2 splits; the ONNX and CT2 rows were not run
 
 
