@@ -16,6 +16,7 @@ export parity is a comparison of integer lists. Long audio is cut into windows o
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -242,6 +243,9 @@ def load_backend(kind: str, model_dir: str | Path, compute_type: str = "default"
     raise ValueError(f"backend {kind!r}: choose pytorch, onnx or ct2")
 
 
+_WORDS = re.compile(r"\w+")
+
+
 @dataclass(frozen=True)
 class Guard:
     """Whisper's fallback thresholds (openai/whisper ``transcribe``): decode again at the next temperature when the
@@ -251,11 +255,17 @@ class Guard:
     temperatures: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
     compression_ratio_threshold: float = 2.4
     logprob_threshold: float | None = -1.0  # None: the compression ratio alone decides (as in Whisper)
+    # beyond Whisper: a word n-gram repeated this many times in a row also fails (None: off). gzip barely
+    # compresses a short clip's text, so "muere, muere, muere, muere" passes the ratio test
+    max_repeats: int | None = 3
     seed: int = 0
 
     def passes(self, text: str, avg_logprob: float) -> bool:
+        from mwc_dist.metrics import repeated_run
+
         confident = self.logprob_threshold is None or avg_logprob >= self.logprob_threshold
-        return compression_ratio(text) <= self.compression_ratio_threshold and confident
+        loops = self.max_repeats is not None and repeated_run(" ".join(_WORDS.findall(text.lower())), self.max_repeats)
+        return compression_ratio(text) <= self.compression_ratio_threshold and confident and not loops
 
 
 def compression_ratio(text: str) -> float:

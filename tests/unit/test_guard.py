@@ -55,3 +55,10 @@ def test_only_failing_rows_are_decoded_again_and_the_right_candidate_is_kept():
 def test_without_a_log_probability_threshold_only_loops_are_decoded_again():
     guard = Guard(logprob_threshold=None)
     assert guard.passes(GOOD, -5.0) and not guard.passes(LOOP, 0.0)
+
+
+def test_a_short_loop_that_gzip_misses_is_caught_by_the_repeat_check():
+    short = "Cuando muere a los dos, muere, muere, muere, muere, muesto."
+    assert compression_ratio(short) < 2.4  # Whisper's own test lets it through
+    assert not Guard().passes(short, -0.1) and Guard(max_repeats=None).passes(short, -0.1)
+    assert Guard().passes("No, no. Dijo que no vendría mañana.", -0.1)  # two in a row is speech, not a loop
