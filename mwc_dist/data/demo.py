@@ -276,24 +276,9 @@ def plan_corpus(language: str, count: int, test_fraction: float, seed: int) -> l
     out = []
     for n, text in enumerate(sentences):
         is_test = n >= count - num_test  # the last sentences, never spoken in train
-        voice, variant = rng.choice(test_voices if is_test else train_voices)
-        fmt = FORMAT_CYCLE[n % len(FORMAT_CYCLE)]
-        rate, channels = rng.choice([(22050, 1)] * 6 + [(44100, 2), (48000, 1)])
-        out.append(
-            Utterance(
-                f"{'test' if is_test else 'train'}/{language}_{n:05d}.{fmt}",
-                text,
-                language,
-                voice,
-                variant,
-                speed=rng.randint(140, 180),
-                pitch=rng.randint(35, 65),
-                fmt=fmt,
-                rate=rate,
-                channels=channels,
-                split="test" if is_test else "",
-            )
-        )
+        folder = "test" if is_test else "train"
+        voices_here = test_voices if is_test else train_voices
+        out.append(_utterance(rng, n, text, language, voices_here, folder, "test" if is_test else ""))
     return out
 
 
@@ -321,27 +306,30 @@ def plan_quotes_corpus(count: int, test_fraction: float, seed: int) -> dict[str,
     for split in ("train", "validation", "test", "ood"):
         corpus = "ood" if split == "ood" else "indomain"
         for _topic, text in splits[split]:
-            voice, variant = rng.choice(voices_of[split])
-            fmt = FORMAT_CYCLE[n % len(FORMAT_CYCLE)]
-            rate, channels = rng.choice([(22050, 1)] * 6 + [(44100, 2), (48000, 1)])
             name = "test" if split == "ood" else split
-            out[corpus].append(
-                Utterance(
-                    f"{name}/es_{n:05d}.{fmt}",
-                    text,
-                    "es",
-                    voice,
-                    variant,
-                    speed=rng.randint(140, 180),
-                    pitch=rng.randint(35, 65),
-                    fmt=fmt,
-                    rate=rate,
-                    channels=channels,
-                    split=name,
-                )
-            )
+            out[corpus].append(_utterance(rng, n, text, "es", voices_of[split], name, name))
             n += 1
     return out
+
+
+def _utterance(rng: random.Random, n: int, text: str, language: str, voices, folder: str, split: str) -> Utterance:
+    """Utterance ``n``: a voice from ``voices``, the n-th format, and a random rate, channels, speed and pitch."""
+    voice, variant = rng.choice(voices)
+    fmt = FORMAT_CYCLE[n % len(FORMAT_CYCLE)]
+    rate, channels = rng.choice([(22050, 1)] * 6 + [(44100, 2), (48000, 1)])
+    return Utterance(
+        f"{folder}/{language}_{n:05d}.{fmt}",
+        text,
+        language,
+        voice,
+        variant,
+        speed=rng.randint(140, 180),
+        pitch=rng.randint(35, 65),
+        fmt=fmt,
+        rate=rate,
+        channels=channels,
+        split=split,
+    )
 
 
 def speak(utt: Utterance) -> tuple:

@@ -63,21 +63,18 @@ def test_report_numbers_are_the_predictions_files_metrics(tmp_path):
     assert check_report(tmp_path) == 6  # 3 models x 2 splits; the ONNX and CT2 rows were not run
 
 
-def test_a_changed_predictions_file_fails_the_check(tmp_path):
+@pytest.mark.parametrize(
+    "where, field, row, message",
+    [
+        ("indomain/finetuned", "prediction", 2, "fine-tuned.*WER"),
+        ("ood/base", "prediction_guarded", 0, "whisper-base.*guarded WER"),
+    ],
+)
+def test_a_changed_predictions_file_fails_the_check(tmp_path, where, field, row, message):
     _demo_folder(tmp_path)
-    path = tmp_path / "eval" / "indomain" / "finetuned" / "predictions.jsonl"
+    path = tmp_path / "eval" / where / "predictions.jsonl"
     rows = [json.loads(x) for x in path.read_text().splitlines()]
-    rows[2]["prediction"] = "algo distinto"
+    rows[row][field] = "otra cosa otra cosa otra cosa"
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    with pytest.raises(ValueError, match="fine-tuned.*WER"):
-        check_report(tmp_path)
-
-
-def test_a_changed_guarded_prediction_fails_the_check(tmp_path):
-    _demo_folder(tmp_path)
-    path = tmp_path / "eval" / "ood" / "base" / "predictions.jsonl"
-    rows = [json.loads(x) for x in path.read_text().splitlines()]
-    rows[0]["prediction_guarded"] = "otra cosa otra cosa otra cosa"
-    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    with pytest.raises(ValueError, match="whisper-base.*guarded WER"):
+    with pytest.raises(ValueError, match=message):
         check_report(tmp_path)
