@@ -146,8 +146,9 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         "Metrics by jiwer/sacrebleu on the predictions files linked below (normalised with Whisper's basic "
         "normaliser; raw WER beside). Hallucination columns: inserted words per reference word, share of hypotheses "
         "that loop (an n-gram 3+ times in a row), hypothesis/reference length, share of empty hypotheses. "
-        "Guarded: the same model with Whisper's temperature fallback (compression ratio > 2.4 or mean log-probability "
-        "< -1: sample again at 0.2 ... 1.0). Decode speed: greedy (the guard's fallbacks not counted), batch 8, one process, same clips.",
+        "Guarded: the same model with Whisper's temperature fallback (compression ratio > 2.4, mean log-probability "
+        "< -1 or a word n-gram 3 times in a row: sample again at 0.2 ... 1.0). Decode speed: greedy (the guard's "
+        "fallbacks not counted), batch 8, one process, same clips.",
         "",
         *_corpus(out),
     ]
