@@ -21,6 +21,8 @@ from typing import Any, get_args, get_origin, get_type_hints
 
 import yaml
 
+from mwc_dist.audio.decode import SAMPLE_RATE
+
 AUDIO_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma"]
 SOURCE_TYPES = ("auto", "huggingface", "folder", "csv", "json")
 SPLITS = ("train", "validation", "test")
@@ -47,7 +49,7 @@ class DataConfig:
     id_column: str = "id"  # optional explicit item key (HF datasets, manifests)
     formats: list[str] = field(default_factory=lambda: list(AUDIO_FORMATS))  # folder scan filter
     language: str | None = None  # default language for items that name none
-    sample_rate: int = 16000  # Whisper's; anything else is rejected
+    sample_rate: int = SAMPLE_RATE  # Whisper's; anything else is rejected
     normalize: bool = True  # peak-normalise each clip to -1 dBFS
     min_duration_seconds: float = 0.5
     max_duration_seconds: float = 30.0
@@ -198,8 +200,10 @@ def _use_hf_to_source_type(value: Any) -> str:
 
 
 def _check_16k(value: Any) -> Any:
-    if int(value) != 16000:
-        raise ValueError(f"Whisper models take 16000 Hz audio; got {value}. Remove the key or set 16000.")
+    if int(value) != SAMPLE_RATE:
+        raise ValueError(
+            f"Whisper models take {SAMPLE_RATE} Hz audio; got {value}. Remove the key or set {SAMPLE_RATE}."
+        )
     return value
 
 
@@ -211,7 +215,7 @@ SEED_KEYS: dict[str, Any] = {
     "data.huggingface_dataset": "data.source",
     "data.huggingface_split": "data.hf_split",
     "data.supported_formats": "data.formats",
-    "data.target_sample_rate": _no_effect("Whisper fixes the sample rate at 16000 Hz"),
+    "data.target_sample_rate": _no_effect(f"Whisper fixes the sample rate at {SAMPLE_RATE} Hz"),
     "training.num_epochs": "train.num_epochs",
     "training.per_device_train_batch_size": "train.per_device_train_batch_size",
     "training.gradient_accumulation_steps": "train.gradient_accumulation_steps",
@@ -336,8 +340,8 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     d = cfg.data
     if d.source_type not in SOURCE_TYPES:
         problems.append(f"data.source_type: must be one of {', '.join(SOURCE_TYPES)}; got {d.source_type!r}")
-    if d.sample_rate != 16000:
-        problems.append(f"data.sample_rate: Whisper takes 16000 Hz audio; got {d.sample_rate}")
+    if d.sample_rate != SAMPLE_RATE:
+        problems.append(f"data.sample_rate: Whisper takes {SAMPLE_RATE} Hz audio; got {d.sample_rate}")
     if d.max_label_tokens < 0 or 0 < d.max_label_tokens < 8:
         problems.append(
             f"data.max_label_tokens: 0 (no check) or at least 8 (Whisper's prompt alone is 4 tokens); "

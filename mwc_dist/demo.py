@@ -157,6 +157,7 @@ class Demo:
 
     def evaluate_exports(self):
         """The student's ONNX and CTranslate2 exports on the same test clips (greedy), through mwc_dist.inference."""
+        from mwc_dist.audio.decode import SAMPLE_RATE
         from mwc_dist.evaluate import write_eval
         from mwc_dist.export import clips_from_shards
         from mwc_dist.inference import load_backend
@@ -181,7 +182,7 @@ class Demo:
                     key=lambda r: r["key"],
                 )
                 metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
-                seconds = sum(len(c) for c in clips) / 16000
+                seconds = sum(len(c) for c in clips) / SAMPLE_RATE
                 metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
                 write_eval(self.out / "eval" / split / f"student-{kind}", rows, metrics)
                 pytorch = {r["key"] for r in _rows(self.out / "eval" / split / "student")}

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.audio.features import LogMel
+from mwc_dist.models.tokenizer import is_multilingual
 
 
 def _quiet():
@@ -47,7 +49,7 @@ class Backend:
         self.window_samples = fe.n_samples
         tok = self.processor.tokenizer
         self.eot = tok.convert_tokens_to_ids("<|endoftext|>")
-        self.multilingual = self.eot == 50257
+        self.multilingual = is_multilingual(tok)
 
     def prompt(self, language: str | None, task: str) -> list[int]:
         tok = self.processor.tokenizer
@@ -342,7 +344,7 @@ class Segment:
     text: str
 
 
-def cut_points(wave: np.ndarray, size: int, search: int = 2 * 16000, frame: int = 320) -> list[tuple[int, int]]:
+def cut_points(wave: np.ndarray, size: int, search: int = 2 * SAMPLE_RATE, frame: int = 320) -> list[tuple[int, int]]:
     """(start, end) spans of at most ``size`` samples covering ``wave``, each cut in a pause where there is one.
 
     A span that must end before the audio does ends at the quietest 20-ms frame of its last ``search`` samples
@@ -379,7 +381,7 @@ def transcribe(
         ids = backend.guarded(backend.features([wave[a:b] for a, b in chunk]), language, task, max_new_tokens, guard)
         for (a, b), row in zip(chunk, ids):
             text = backend.processor.tokenizer.decode(row, skip_special_tokens=True).strip()
-            segments.append(Segment(a / 16000, b / 16000, text))
+            segments.append(Segment(a / SAMPLE_RATE, b / SAMPLE_RATE, text))
     return segments
 
 

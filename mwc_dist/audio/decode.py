@@ -20,7 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-SAMPLE_RATE = 16000
+SAMPLE_RATE = 16000  # Whisper's; the one home of the number (features, stream, inference, config use it)
 PEAK_TARGET = 10 ** (-1 / 20)  # -1 dBFS
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than this is treated as no signal
 # A decoded stream may fall short of the claimed duration by codec padding; more than this is truncation.

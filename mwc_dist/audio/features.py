@@ -12,7 +12,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-N_FFT, HOP, SAMPLE_RATE = 400, 160, 16000
+from mwc_dist.audio.decode import SAMPLE_RATE
+
+N_FFT, HOP = 400, 160
 
 
 class LogMel(nn.Module):

@@ -32,7 +32,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.config import DataConfig
+from mwc_dist.models.tokenizer import is_multilingual
 
 
 @dataclass
@@ -92,7 +94,7 @@ class Tokenize:
         )
         ids = tokenizer.convert_tokens_to_ids
         self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
-        self.multilingual = self.eot == 50257  # English-only vocabularies end text with 50256 and take no language/task
+        self.multilingual = is_multilingual(tokenizer)
 
     def language_id(self, language: str | None) -> list[int]:
         from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
@@ -154,7 +156,7 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int)
         "texts": [m["text"] for m in metas],
         "labels_over_limit": len(over),
         "languages": [m.get("language") for m in metas],
-        "seconds": float(sum(len(w) for w in waves)) / 16000,
+        "seconds": float(sum(len(w) for w in waves)) / SAMPLE_RATE,
     }
 
 

@@ -102,13 +102,19 @@ def non_speech_tokens(tokenizer) -> list[int]:
     return sorted(result)
 
 
+def is_multilingual(tokenizer) -> bool:
+    """OpenAI's rule (``n_vocab >= 51865``): English-only vocabularies have 51864 tokens, end text with 50256 and
+    take no language or task token."""
+    return len(tokenizer) >= 51865
+
+
 def generation_config(tokenizer, max_length: int = 448, alignment_heads: list[list[int]] | None = None):
     """A complete Whisper GenerationConfig, so ``generate(language=..., task=...)`` works on any model."""
     from transformers import GenerationConfig
 
     ids = tokenizer.convert_tokens_to_ids
     langs = [t for t in tokenizer.additional_special_tokens if len(t) <= 9 and t[2:-2] in set(language_codes(100))]
-    multilingual = ids("<|endoftext|>") == 50257
+    multilingual = is_multilingual(tokenizer)
     specials = [
         "<|startoftranscript|>",
         "<|translate|>",
