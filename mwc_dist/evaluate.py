@@ -162,11 +162,19 @@ def evaluate(
     timings = gather_object([(greedy_seconds if guard is not None else took, seconds, took)])
     if was_training:
         unwrapped.train()
-    metric_language = rows[0]["language"] or language if rows else language
-    metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], metric_language)
+    metrics = score(rows, timings, rows[0]["language"] or language if rows else language, guard)
+    if accelerator.is_main_process and out_dir is not None:
+        write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
+    accelerator.wait_for_everyone()
+    return metrics
+
+
+def score(rows: list[dict], timings: list[tuple], language: str | None, guard: Guard | None) -> dict:
+    """Metrics of the gathered rows; ``timings``: (greedy seconds, audio seconds, all seconds) per rank."""
+    metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], language)
     if guard is not None:
         metrics["guarded"] = compute_metrics(
-            [r["reference"] for r in rows], [r["prediction_guarded"] for r in rows], metric_language
+            [r["reference"] for r in rows], [r["prediction_guarded"] for r in rows], language
         ) | {
             "fallbacks": sum(r["fallback_temperature"] > 0 for r in rows),
             "guard": dataclasses.asdict(guard),
@@ -175,9 +183,6 @@ def evaluate(
     metrics["audio_seconds"] = sum(s for _, s, _ in timings)
     metrics["decode_seconds"] = max(t for t, _, _ in timings)  # greedy
     metrics["real_time_factor"] = metrics["decode_seconds"] / max(metrics["audio_seconds"], 1e-9)
-    if accelerator.is_main_process and out_dir is not None:
-        write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
-    accelerator.wait_for_everyone()
     return metrics
 
 
