@@ -17,8 +17,8 @@ PYTEST_ARGS ?=
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q --no-cache-dir --upgrade pip
+	$(PY) -m pip install -q --no-cache-dir -e '.[$(EXTRAS)]'
 	touch $@
 
 # espeak-ng: speech for the demo and the tests; fortunes-es: the demo's natural Spanish text;
