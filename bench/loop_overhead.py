@@ -168,7 +168,7 @@ def main() -> None:
         probe.setup()
         batches = [
             b
-            for b in itertools.islice(train_module.build_train_loader(probe.stream(0)), args.steps * 2)
+            for b in itertools.islice(train_module.build_train_loader(probe.data.stream(0)), args.steps * 2)
             if b is not None
         ][: args.steps]
         probe.tracker.finish()

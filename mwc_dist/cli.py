@@ -178,16 +178,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="mwc",
-        description="mwc-dist: train Whisper across GPUs and nodes. Data in (demo-data, shard), training, export.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    sub = parser.add_subparsers(
-        dest="command", required=True, metavar="COMMAND", help="run `mwc COMMAND --help` for its options"
-    )
-
+def _add_shard(sub) -> None:
     p = sub.add_parser(
         "shard",
         help="decode audio from any source into checked WebDataset shards",
@@ -231,6 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
     p.set_defaults(fn=cmd_shard)
 
+
+def _add_demo_data(sub) -> None:
     p = sub.add_parser(
         "demo-data",
         help="generate the embedded espeak-ng speech corpus in all seven formats",
@@ -271,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(fn=cmd_demo_data)
 
+
+def _add_train(sub) -> None:
     p = sub.add_parser(
         "train",
         help="train on shards in this process (for many processes: accelerate launch -m mwc_dist.train)",
@@ -283,6 +278,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_train)
 
+
+def _add_eval(sub) -> None:
     p = sub.add_parser(
         "eval",
         help="evaluate a model folder on a shard folder (WER, CER, BLEU, chrF)",
@@ -319,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_eval)
 
+
+def _add_import_ct2(sub) -> None:
     p = sub.add_parser(
         "import-ct2",
         help="turn a CTranslate2 / faster-whisper Whisper model into a Hugging Face folder",
@@ -342,6 +341,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(fn=cmd_import_ct2)
 
+
+def _add_make_student(sub) -> None:
     p = sub.add_parser(
         "make-student",
         help="initialise a smaller student from a teacher (distil-whisper style)",
@@ -359,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder for the student")
     p.set_defaults(fn=cmd_make_student)
 
+
+def _add_export(sub) -> None:
     p = sub.add_parser(
         "export",
         help="export a model to SafeTensors, PyTorch, ONNX and CTranslate2, with parity checks",
@@ -386,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
     p.set_defaults(fn=cmd_export)
 
+
+def _add_transcribe(sub) -> None:
     p = sub.add_parser(
         "transcribe",
         help="transcribe audio files with a model folder, an ONNX export or a CTranslate2 export",
@@ -411,14 +416,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the fallback's sampling (default 0)")
     p.set_defaults(fn=cmd_transcribe)
 
+
+def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo",
         help="the whole product end to end on espeak-ng Spanish and real whisper-base (what `make demo` runs)",
         description="Speech corpus -> shards -> import whisper-base -> QLoRA fine-tune (2 processes) -> distilled "
-        "2-layer student -> evaluation -> exports with parity -> OUT/REPORT.md. Finished steps are reused.",
+        "student (fewer decoder layers) -> evaluation -> exports with parity -> OUT/REPORT.md. Finished steps are "
+        "reused.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.set_defaults(fn=cmd_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mwc",
+        description="mwc-dist: train Whisper across GPUs and nodes. Data in (demo-data, shard), training, export.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", help="run `mwc COMMAND --help` for its options"
+    )
+    for add in (
+        _add_shard,
+        _add_demo_data,
+        _add_train,
+        _add_eval,
+        _add_import_ct2,
+        _add_make_student,
+        _add_export,
+        _add_transcribe,
+        _add_demo,
+    ):
+        add(sub)
     return parser
 
 

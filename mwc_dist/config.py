@@ -337,7 +337,18 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
 
 
 def _validate(cfg: Config, problems: list[str]) -> None:
-    d = cfg.data
+    _validate_data(cfg.data, problems)
+    _validate_model(cfg.model, problems)
+    _validate_train(cfg.train, problems)
+    bad_trackers = [r for r in cfg.tracking.report_to if r not in ("tensorboard", "wandb")]
+    if bad_trackers:
+        problems.append(f"tracking.report_to: unknown {bad_trackers}; choose from tensorboard, wandb")
+    c = cfg.checkpoint
+    if c.save_strategy not in ("epoch", "steps", "no"):
+        problems.append(f"checkpoint.save_strategy: must be epoch, steps or no; got {c.save_strategy!r}")
+
+
+def _validate_data(d: DataConfig, problems: list[str]) -> None:
     if d.source_type not in SOURCE_TYPES:
         problems.append(f"data.source_type: must be one of {', '.join(SOURCE_TYPES)}; got {d.source_type!r}")
     if d.sample_rate != SAMPLE_RATE:
@@ -365,7 +376,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
     if d.shard_audio_format not in ("flac", "wav"):
         problems.append(f"data.shard_audio_format: must be flac or wav; got {d.shard_audio_format!r}")
-    m = cfg.model
+    if d.eval_split not in SPLITS:
+        problems.append(f"data.eval_split: must be one of {', '.join(SPLITS)}; got {d.eval_split!r}")
+
+
+def _validate_model(m: ModelConfig, problems: list[str]) -> None:
     if not 0.0 <= m.distillation_alpha <= 1.0:
         problems.append(f"model.distillation_alpha: must be in [0, 1]; got {m.distillation_alpha}")
     if m.distillation_temperature <= 0:
@@ -380,7 +395,9 @@ def _validate(cfg: Config, problems: list[str]) -> None:
         problems.append(f"model.bnb_4bit_quant_type: must be nf4 or fp4; got {m.bnb_4bit_quant_type!r}")
     if m.bnb_4bit_compute_dtype not in ("float16", "bfloat16", "float32"):
         problems.append(f"model.bnb_4bit_compute_dtype: float16, bfloat16 or float32; got {m.bnb_4bit_compute_dtype!r}")
-    t = cfg.train
+
+
+def _validate_train(t: TrainConfig, problems: list[str]) -> None:
     if t.mixed_precision not in ("no", "fp16", "bf16"):
         problems.append(f"train.mixed_precision: must be no, fp16 or bf16; got {t.mixed_precision!r}")
     if t.lr_scheduler_type not in ("cosine", "linear", "constant", "constant_with_warmup"):
@@ -398,14 +415,6 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             problems.append(f"train.{name}: must be >= 1; got {getattr(t, name)}")
     if t.learning_rate <= 0:
         problems.append(f"train.learning_rate: must be > 0; got {t.learning_rate}")
-    bad_trackers = [r for r in cfg.tracking.report_to if r not in ("tensorboard", "wandb")]
-    if bad_trackers:
-        problems.append(f"tracking.report_to: unknown {bad_trackers}; choose from tensorboard, wandb")
-    if cfg.data.eval_split not in SPLITS:
-        problems.append(f"data.eval_split: must be one of {', '.join(SPLITS)}; got {cfg.data.eval_split!r}")
-    c = cfg.checkpoint
-    if c.save_strategy not in ("epoch", "steps", "no"):
-        problems.append(f"checkpoint.save_strategy: must be epoch, steps or no; got {c.save_strategy!r}")
 
 
 # -------------------------------------------------------------------------------------------- load

@@ -216,14 +216,12 @@ def _rows(eval_dir: Path) -> list[dict]:
 
 
 def _shard_keys(shard_dir: Path, limit: int) -> list[str]:
-    import webdataset as wds
-
     from mwc_dist.config import DataConfig
-    from mwc_dist.data.stream import load_shard_set
+    from mwc_dist.data.stream import load_shard_set, tar_samples
 
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), "test")
     keys = []
-    for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls])):
+    for sample in tar_samples(shards.urls):
         keys.append(sample["__key__"])
         if len(keys) == limit:
             break

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import time
@@ -119,44 +120,24 @@ def evaluate(
     fe = processor.feature_extractor
     log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
     tokenize = Tokenize(processor.tokenizer, language, task)
-    rows, start, seconds, greedy_seconds = [], time.perf_counter(), 0.0, 0.0
-    batches = eval_batches(
-        shards,
-        tokenize,
-        batch_size=batch_size,
-        rank=accelerator.process_index,
-        world_size=accelerator.num_processes,
-        max_samples=fe.n_samples,
-        limit=limit,
-    )
+    start = time.perf_counter()
     zero3 = _is_zero3(accelerator)
     if zero3 and guard is not None:
         raise ValueError("guarded decoding (temperature fallback) does not run under ZeRO-3; evaluate without it")
-    for batch in _lockstep(accelerator, batches, fe.n_samples, language) if zero3 else batches:
-        out = generate_batch(
-            unwrapped,
-            log_mel,
-            batch,
-            processor.tokenizer,
-            language,
-            task,
-            max_length,
-            num_beams,
-            synced_gpus=zero3,
-            guard=guard,
-        )
-        predictions, guarded, greedy_took = out if guard is not None else (out, None, 0.0)
-        if batch.get("filler"):
-            continue
-        seconds += batch["seconds"]
-        greedy_seconds += greedy_took
-        new = [
-            {"key": k, "reference": r, "prediction": p, "language": lang}
-            for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
-        ]
-        for row, g in zip(new, guarded or []):
-            row |= {"prediction_guarded": g.text, "fallback_temperature": g.temperature}
-        rows += new
+    batches = _rank_batches(accelerator, shards, tokenize, batch_size, fe.n_samples, limit, zero3, language)
+    decode = functools.partial(
+        generate_batch,
+        unwrapped,
+        log_mel,
+        tokenizer=processor.tokenizer,
+        language=language,
+        task=task,
+        max_length=max_length,
+        num_beams=num_beams,
+        synced_gpus=zero3,
+        guard=guard,
+    )
+    rows, seconds, greedy_seconds = _transcribe_share(batches, decode, guarded=guard is not None)
     took = time.perf_counter() - start
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
     timings = gather_object([(greedy_seconds if guard is not None else took, seconds, took)])
@@ -167,6 +148,40 @@ def evaluate(
         write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _rank_batches(accelerator, shards, tokenize, batch_size, max_samples, limit, zero3: bool, language):
+    """This rank's share of the split; under ZeRO-3 padded with fillers so every rank runs as many forwards."""
+    batches = eval_batches(
+        shards,
+        tokenize,
+        batch_size=batch_size,
+        rank=accelerator.process_index,
+        world_size=accelerator.num_processes,
+        max_samples=max_samples,
+        limit=limit,
+    )
+    return _lockstep(accelerator, batches, max_samples, language) if zero3 else batches
+
+
+def _transcribe_share(batches, decode, guarded: bool) -> tuple[list[dict], float, float]:
+    """This rank's rows (key, reference, prediction[, prediction_guarded]), audio seconds, greedy decode seconds."""
+    rows, seconds, greedy_seconds = [], 0.0, 0.0
+    for batch in batches:
+        out = decode(batch)
+        predictions, guarded_rows, greedy_took = out if guarded else (out, None, 0.0)
+        if batch.get("filler"):  # ZeRO-3 lock-step: a rank with no data left still joins the collective forward
+            continue
+        seconds += batch["seconds"]
+        greedy_seconds += greedy_took
+        new = [
+            {"key": k, "reference": r, "prediction": p, "language": lang}
+            for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
+        ]
+        for row, g in zip(new, guarded_rows or []):
+            row |= {"prediction_guarded": g.text, "fallback_temperature": g.temperature}
+        rows += new
+    return rows, seconds, greedy_seconds
 
 
 def score(rows: list[dict], timings: list[tuple], language: str | None, guard: Guard | None) -> dict:

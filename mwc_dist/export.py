@@ -225,14 +225,12 @@ def clips_from_shards(
     shard_dir: str | Path, split: str = "test", limit: int = 8
 ) -> tuple[list[np.ndarray], list[str], str | None]:
     """The first ``limit`` clips of a shard split (audio, references, language) for parity checks."""
-    import webdataset as wds
-
     from mwc_dist.config import DataConfig
-    from mwc_dist.data.stream import decode_flac, load_shard_set
+    from mwc_dist.data.stream import decode_flac, load_shard_set, tar_samples
 
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
     clips, refs, language = [], [], None
-    for sample in wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls])):
+    for sample in tar_samples(shards.urls):
         meta = json.loads(sample["json"])
         clips.append(decode_flac(sample["flac"]))
         refs.append(meta["text"])

@@ -1,11 +1,13 @@
 """The end of a run: the cross-rank weight check, final/ (the best or last model, LoRA merged), the exports.
 
-``weights_digest`` is collective under ZeRO-3; ``write_final`` and ``export_final`` run on rank 0 only.
+``run_summary`` (``weights_digest``) is collective; ``end_of_run`` (``write_final``, ``export_final``) runs on
+rank 0 only.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -42,6 +44,43 @@ def weights_digest(accelerator, model) -> str:
     for name, b in sorted(unwrapped.named_buffers()):
         _hash_tensor(h, name, b)
     return h.hexdigest()
+
+
+def run_summary(accelerator, model, state, precision: str) -> dict:
+    """Collective: steps, last evaluation and every rank's weight digest (``ranks_identical``)."""
+    from accelerate.utils import gather_object
+
+    digests = gather_object([weights_digest(accelerator, model)])
+    return {
+        "world_size": accelerator.num_processes,
+        "precision": precision,
+        "steps": state.step,
+        "param_digests": digests,
+        "ranks_identical": len(set(digests)) == 1,
+        "last_eval": state.last_eval,
+    }
+
+
+def end_of_run(
+    out_dir: Path,
+    unwrapped,
+    state_dict: dict,
+    processor,
+    summary: dict,
+    *,
+    best_model: Path | None,
+    base_dir,
+    model_cfg: ModelConfig,
+    export_cfg: ExportConfig,
+    shard_dir: str,
+    eval_split: str | None,
+) -> None:
+    """Rank 0: final/ (``best_model`` or the last weights, LoRA merged), run_summary.json, then the exports."""
+    write_final(
+        out_dir, unwrapped, state_dict, processor, best_model=best_model, base_dir=base_dir, model_cfg=model_cfg
+    )
+    (out_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
+    export_final(out_dir / "final", export_cfg, shard_dir, eval_split, language=model_cfg.language, task=model_cfg.task)
 
 
 def write_final(

@@ -11,46 +11,32 @@ checkpoint save) run on all ranks. The run ends by checking that every rank hold
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import signal
-import subprocess
 import sys
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from mwc_dist.audio.features import LogMel, SpecAugment
-from mwc_dist.checkpoint import TrainState, list_checkpoints, load_checkpoint, resolve_resume, save_checkpoint
+from mwc_dist.audio.features import LogMel, TrainFeatures
 from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
-from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, build_train_loader, load_shard_set
+from mwc_dist.data.plan import TrainData
+from mwc_dist.data.stream import Tokenize, build_train_loader
 from mwc_dist.dist import build_accelerator, describe_precision, print0, seed_everything
-from mwc_dist.evaluate import evaluate
-from mwc_dist.final import export_final, weights_digest, write_final
-from mwc_dist.losses import distillation_loss
-from mwc_dist.models.build import build_model, window_seconds
+from mwc_dist.final import end_of_run, run_summary
+from mwc_dist.loop.log import StepLog
+from mwc_dist.loop.loss import TrainLoss
+from mwc_dist.loop.periodic import PeriodicEval, load_eval_shards
+from mwc_dist.loop.preemption import Preemption
+from mwc_dist.loop.saving import Checkpointer
+from mwc_dist.loop.step import BadSteps, OptimizerStep, TrainingDiverged, build_optimizer
+from mwc_dist.models.build import build_model, prepare_for_training, window_seconds
 from mwc_dist.models.teacher import build_teacher
 from mwc_dist.tracking import build_tracker
-
-
-def apply_freezing(model, freeze_encoder: bool, freeze_embeddings: bool) -> None:
-    """get_encoder()/get_decoder() reach through a PEFT wrapper too (LoRA on a frozen encoder stays frozen)."""
-    if freeze_encoder:
-        model.get_encoder().requires_grad_(False)
-    if freeze_embeddings:
-        model.get_decoder().embed_tokens.requires_grad_(False)
-        model.get_decoder().embed_positions.requires_grad_(False)
-
 
 PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
 DIVERGED_EXIT = 3  # train.max_bad_steps skipped steps in a row
 BAD_INPUT_EXIT = 2  # a config or data problem, refused with a message that says what to change
 
-
-class TrainingDiverged(RuntimeError):
-    """Too many optimizer steps in a row had a non-finite loss or gradients."""
+__all__ = ["Trainer", "TrainingDiverged", "run", "main", "PREEMPTED_EXIT", "DIVERGED_EXIT", "BAD_INPUT_EXIT"]
 
 
 def check_combination(model_cfg: ModelConfig, accelerator) -> None:
@@ -66,204 +52,128 @@ def check_combination(model_cfg: ModelConfig, accelerator) -> None:
         )
 
 
-@dataclass
-class SinceLastLog:
-    """What this rank's micro-batches added up to since the last log (reduced over ranks when logged)."""
-
-    loss: float = 0.0
-    ce: float = 0.0
-    kl: float = 0.0
-    micro: int = 0
-    samples: int = 0
-    seconds: float = 0.0
-    over: int = 0  # samples whose label is longer than the decoder holds (no loss from them)
-    start: float = field(default_factory=time.perf_counter)
-
-
 class Trainer:
+    """setup() wires the parts together, each from its own config section; train() runs the loop to its end."""
+
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.out_dir = Path(cfg.train.output_dir)
 
-    # ----------------------------------------------------------------------------------- setup
     def setup(self) -> None:
-        cfg = self.cfg
-        self.accelerator = build_accelerator(cfg.train, cfg.tracking.report_to)
-        self.is_main = self.accelerator.is_main_process
-        self.engine_steps_in_backward = self.accelerator.state.deepspeed_plugin is not None
-        self.precision = describe_precision(self.accelerator)
-        self.device = self.accelerator.device
-        check_combination(cfg.model, self.accelerator)
+        cfg, out_dir = self.cfg, self.out_dir
+        self.accelerator = accelerator = build_accelerator(cfg.train, cfg.tracking.report_to)
+        self.is_main = accelerator.is_main_process
+        self.precision = describe_precision(accelerator)
+        self.device = accelerator.device
+        check_combination(cfg.model, accelerator)
         seed_everything(cfg.train.seed)  # same seed on every rank before the model is built
+        model = self._build_models()
+        self.data = TrainData(
+            cfg.data,
+            cfg.train,
+            Tokenize(self.processor.tokenizer, cfg.model.language, cfg.model.task, model.config.max_target_positions),
+            rank=accelerator.process_index,
+            world_size=accelerator.num_processes,
+            max_samples=self.processor.feature_extractor.n_samples,
+        )
+        eval_shards = load_eval_shards(cfg.data, cfg.train.eval_steps, accelerator)
+        self.periodic_eval = PeriodicEval(
+            cfg.train, eval_shards, out_dir, language=cfg.model.language, task=cfg.model.task
+        )
+        teacher_window = window_seconds(self.teacher.config) if self.teacher is not None else None
+        self.data.check_windows(model=window_seconds(model.config), teacher=teacher_window)
+        self.total_steps = self.data.total_steps()
+        optimizer, self.scheduler = build_optimizer(cfg.train, model, self.total_steps)
+        self.model, self.optimizer = accelerator.prepare(model, optimizer)
+        self.loss = TrainLoss(
+            cfg.model,
+            accelerator,
+            self.model,
+            self.teacher,
+            share_encoder=self.share_encoder,
+            freeze_encoder=cfg.train.freeze_encoder,
+        )
+        self.stepper = OptimizerStep(accelerator, self.model, self.optimizer, self.scheduler, cfg.train.max_grad_norm)
+        self.checkpointer = Checkpointer(cfg.checkpoint, out_dir, config_to_yaml(cfg), accelerator)
+        self.state = self.checkpointer.resume(self.scheduler)  # collective
+        if self.is_main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "config.yaml").write_text(f"# effective precision: {self.precision}\n{config_to_yaml(cfg)}")
+        self.tracker = build_tracker(accelerator, out_dir, cfg.tracking, cfg.to_dict())
+        self.bad_steps = BadSteps(cfg.train.max_bad_steps, out_dir, accelerator, self.tracker)
+        self.log = StepLog(
+            accelerator,
+            self.tracker,
+            self.stepper,
+            log_every_steps=cfg.train.log_every_steps,
+            max_tokens=model.config.max_target_positions,
+            distilling=self.teacher is not None,
+        )
+        self.preemption = Preemption(cfg.train.requeue_on_preemption)
+        self.skipped = None  # why the last optimizer step was skipped (loop/step.py SkipReason), None: it updated
+        print0(
+            accelerator,
+            f"world size {accelerator.num_processes}; precision {self.precision}; {self.data.shards.num_samples} "
+            f"train samples in {len(self.data.shards.urls)} shards; {self.total_steps} optimizer steps",
+        )
+
+    def _build_models(self):
+        """The model to train (frozen parts, checkpointing), its processor, the teacher, the features they see."""
+        cfg, t = self.cfg, self.cfg.train
         model, self.processor = build_model(
-            cfg.model, seed=cfg.train.seed, device=self.device, gradient_checkpointing=cfg.train.gradient_checkpointing
+            cfg.model, seed=t.seed, device=self.device, gradient_checkpointing=t.gradient_checkpointing
         )
         self.base_dir = model.mwc_base_dir
-        apply_freezing(model, cfg.train.freeze_encoder, cfg.train.freeze_embeddings)
-        if cfg.train.gradient_checkpointing and not cfg.model.use_4bit_quantization:  # QLoRA prepares its own
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-            model.config.use_cache = False
+        prepare_for_training(model, t, quantized=cfg.model.use_4bit_quantization)
         self.teacher, self.share_encoder = build_teacher(
-            cfg.model, model, freeze_encoder=cfg.train.freeze_encoder, seed=cfg.train.seed, device=self.device
+            cfg.model,
+            model,
+            freeze_encoder=t.freeze_encoder,
+            seed=t.seed,
+            device=self.device,
+            log=lambda msg: print0(self.accelerator, msg),
         )
-        if self.teacher is not None and cfg.model.distillation_teacher_window == "student" and not self.share_encoder:
-            print0(
-                self.accelerator,
-                "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
-                "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder",
-            )
         fe = self.processor.feature_extractor
-        self.log_mel = LogMel(fe.feature_size, fe.chunk_length).to(self.device)
-        self.teacher_log_mel = None  # for a teacher with a longer window than the student's that runs its own encoder
-        if (
-            self.teacher is not None
-            and not self.share_encoder
-            and window_seconds(self.teacher.config) != window_seconds(model.config)
-        ):
-            self.teacher_log_mel = LogMel(fe.feature_size, window_seconds(self.teacher.config)).to(self.device)
-        self.spec_augment = SpecAugment().to(self.device) if cfg.train.spec_augment else None
-        self.tokenize = Tokenize(
-            self.processor.tokenizer, cfg.model.language, cfg.model.task, max_tokens=model.config.max_target_positions
-        )
-        self.train_shards = load_shard_set(cfg.data, "train")
-        self.eval_shards = self._eval_shards()
-        self._check_window(model)
+        teacher_window = window_seconds(self.teacher.config) if self.teacher is not None else None
+        own_window = not self.share_encoder and teacher_window not in (None, window_seconds(model.config))
+        self.features = TrainFeatures(
+            LogMel(fe.feature_size, fe.chunk_length),
+            LogMel(fe.feature_size, teacher_window) if own_window else None,  # a teacher with a longer window
+            spec_augment=t.spec_augment,
+        ).to(self.device)
+        return model
 
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.train.learning_rate, weight_decay=cfg.train.weight_decay)
-        self.total_steps = self._plan_total_steps()
-        from transformers import get_scheduler
-
-        # stepped by us once per optimizer step (accelerate's prepared scheduler would step world_size times)
-        self.scheduler = get_scheduler(
-            cfg.train.lr_scheduler_type,
-            optimizer,
-            num_warmup_steps=cfg.train.warmup_steps,
-            num_training_steps=self.total_steps,
-        )
-        self.model, self.optimizer = self.accelerator.prepare(model, optimizer)
-
-        self.state = TrainState(world_size=self.accelerator.num_processes)
-        resume = resolve_resume(
-            cfg.checkpoint.resume_from_checkpoint, self.out_dir, log=lambda msg: print0(self.accelerator, msg)
-        )
-        if resume is not None:
-            self.state = load_checkpoint(self.accelerator, self.scheduler, resume)  # collective
-            print0(self.accelerator, f"resumed from {resume} at step {self.state.step}, epoch {self.state.epoch}")
-        if self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-            (self.out_dir / "config.yaml").write_text(f"# effective precision: {self.precision}\n{config_to_yaml(cfg)}")
-        self.tracker = build_tracker(self.accelerator, self.out_dir, cfg.tracking, cfg.to_dict())
-        self.stop_signal = None
-        self.bad_reason = self.skipped = None
-        for sig in (signal.SIGUSR1, signal.SIGTERM):  # SLURM: --signal=USR1@120, and SIGTERM before a kill
-            signal.signal(sig, self._on_signal)
-        print0(
-            self.accelerator,
-            f"world size {self.accelerator.num_processes}; precision {self.precision}; "
-            f"{self.train_shards.num_samples} train samples "
-            f"in {len(self.train_shards.urls)} shards; {self.total_steps} optimizer steps",
-        )
-
-    def _eval_shards(self) -> ShardSet | None:
-        if self.cfg.train.eval_steps < 0:
-            return None
-        try:
-            return load_shard_set(self.cfg.data, self.cfg.data.eval_split)
-        except ValueError as exc:
-            print0(self.accelerator, f"no evaluation: {exc}")
-            return None
-
-    def _check_window(self, model) -> None:
-        longest = self.train_shards.max_seconds
-        for who, config in (("model", model.config), ("teacher", self.teacher.config if self.teacher else None)):
-            window = window_seconds(config) if config is not None else None
-            if longest is not None and window is not None and longest > window + 1e-6:
-                raise ValueError(
-                    f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
-                    f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window"
-                )
-
-    def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
-        cfg = self.cfg
-        return TrainStream(
-            self.train_shards,
-            self.tokenize,
-            batch_size=cfg.train.per_device_train_batch_size,
-            seed=cfg.train.seed,
-            epoch=epoch,
-            rank=self.accelerator.process_index,
-            world_size=self.accelerator.num_processes,
-            num_workers=cfg.data.num_workers,
-            shuffle_buffer=cfg.train.shuffle_buffer,
-            bucket_size=cfg.train.bucket_batches,
-            max_samples=self.processor.feature_extractor.n_samples,
-            skip_items=skip_items,
-        )
-
-    def steps_in_epoch(self, epoch: int) -> int:
-        return self.stream(epoch).steps_per_epoch() // self.cfg.train.gradient_accumulation_steps
-
-    def _plan_total_steps(self) -> int:
-        if self.cfg.train.max_steps > 0:
-            return self.cfg.train.max_steps
-        total = sum(self.steps_in_epoch(e) for e in range(self.cfg.train.num_epochs))
-        if total == 0:
-            raise ValueError(self._no_batch_message())
-        return total
-
-    def _no_batch_message(self) -> str:
-        shards, ranks = len(self.train_shards.urls), self.accelerator.num_processes
-        workers = max(1, self.cfg.data.num_workers)
-        return (
-            f"{self.train_shards.num_samples} train samples in {shards} shards give some rank no full batch "
-            f"(batch {self.cfg.train.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; "
-            f"shards are "
-            f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
-            f"shards), or lower the batch size or data.num_workers."
-        )
-
-    # ------------------------------------------------------------------------------------ loop
     def train(self) -> dict:
-        state = self.state
+        """Optimizer steps to the end (or to a preemption); resumes mid-epoch at this rank's data position."""
+        state, accelerator = self.state, self.accelerator
         self.model.train()
-        rank = str(self.accelerator.process_index)
-        same_world = state.world_size == self.accelerator.num_processes
-        if not same_world:
-            print0(
-                self.accelerator,
-                f"world size changed ({state.world_size} -> {self.accelerator.num_processes}): "
-                f"epoch {state.epoch} restarts its data order",
-            )
-        position = state.data_position.get(rank, 0) if same_world else 0
-        self.since_log = SinceLastLog()
-        progress = self._progress_bar()
+        rank = str(accelerator.process_index)
+        position = self.data.resume_position(state, log=lambda msg: print0(accelerator, msg))
+        progress = progress_bar(self.total_steps, state.step, self.is_main)
         while state.step < self.total_steps:
-            steps = self.steps_in_epoch(state.epoch)
-            if steps == 0:
-                raise ValueError(self._no_batch_message())
-            loader = build_train_loader(self.stream(state.epoch, skip_items=position))
-            for batch in loader:
+            steps = self.data.steps_in_epoch(state.epoch)
+            for batch in build_train_loader(self.data.stream(state.epoch, skip_items=position)):
                 position += 1
                 state.data_position[rank] = position
                 if batch is None:  # padding that keeps the workers' round robin regular
                     continue
-                with self.accelerator.accumulate(self.model):
+                with accelerator.accumulate(self.model):
                     self.train_step(batch)
-                if not self.accelerator.sync_gradients:
+                if not accelerator.sync_gradients:
                     continue
                 state.step += 1
                 state.epoch_step += 1
                 progress.update(1)
-                self.count_skipped()
+                self.bad_steps.count(state, self.skipped)
                 epoch_done = state.epoch_step == steps
                 if epoch_done:
                     state.epoch, state.epoch_step, position = state.epoch + 1, 0, 0
                     state.data_position[rank] = 0
-                self.maybe_log()
+                self.log.maybe_log(state)  # collective when due
                 metrics = self.maybe_evaluate(epoch_done)
-                self.maybe_save(epoch_done, metrics)
-                if self.preempted():
+                if self.checkpointer.due(state, epoch_done):
+                    self.save(metrics)
+                if self.preemption.requested(accelerator):  # collective
                     progress.close()
                     return self.checkpoint_and_requeue()
                 if epoch_done or state.step >= self.total_steps:
@@ -271,321 +181,79 @@ class Trainer:
         progress.close()
         return self.finish()
 
+    def train_step(self, batch: dict) -> None:
+        """One micro-batch; at the accumulation boundary one optimizer step, or a skipped one (self.skipped: why)."""
+        features, teacher_features = self.features(batch["audio"].to(self.device))
+        loss, ce, kl = self.compute_loss(features, batch["labels"].to(self.device), teacher_features)
+        loss_ok = self.stepper.backward(loss)  # collective: every rank skips the same steps
+        if self.accelerator.sync_gradients:
+            self.skipped = self.stepper.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if loss_ok:
+            self.log.add(batch, loss, ce, kl)
+
     def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
-        """(loss, ce, kl): plain cross-entropy, or the distillation loss against the frozen teacher.
+        """(loss, ce, kl) of one micro-batch (loop/loss.py)."""
+        return self.loss(features, labels, teacher_features)
 
-        A frozen encoder runs under no_grad (no activations kept); when it is also the teacher's encoder
-        (``share_encoder``, see build_teacher), its output feeds both decoders and the teacher's encoder never runs.
-        ``teacher_features``: the same audio in the teacher's longer window, for a student with a shorter one
-        whose teacher runs its own encoder.
-        """
-        inputs = {"input_features": features}
-        if self.cfg.train.freeze_encoder:  # the unwrapped encoder is outside the prepared model's autocast: add it
-            with torch.no_grad(), self.accelerator.autocast():
-                inputs = {"encoder_outputs": self.accelerator.unwrap_model(self.model).get_encoder()(features)}
-        out = self.model(**inputs, labels=labels)
-        if self.teacher is None:
-            return out.loss, out.loss, None
-        m = self.cfg.model
-        with torch.no_grad(), self.accelerator.autocast():
-            teacher_inputs = (
-                inputs
-                if self.share_encoder
-                else {"input_features": features if teacher_features is None else teacher_features}
-            )
-            teacher_logits = self.teacher(**teacher_inputs, labels=labels).logits
-        return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)
+    def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
+        """Collective when due (train.eval_steps) or forced."""
+        if not (force or self.periodic_eval.due(self.state.step, epoch_done)):
+            return None
+        return self.periodic_eval.run(self.accelerator, self.model, self.processor, self.tracker, self.state)
 
-    # ------------------------------------------------------------------------------ preemption
-    def _on_signal(self, signum, frame) -> None:
-        self.stop_signal = signal.Signals(signum).name  # acted on at the next step boundary
-
-    def all_ranks_finite(self, loss: torch.Tensor) -> bool:
-        """Collective: whether the loss is finite on every rank (so that all ranks skip the same steps)."""
-        flag = torch.isfinite(loss.detach()).float().reshape(1)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item() == self.accelerator.num_processes)
-
-    def count_skipped(self) -> None:
-        """After an optimizer step: count a skipped one; too many in a row stop the run (no checkpoint of it)."""
-        state, limit = self.state, self.cfg.train.max_bad_steps
-        if self.skipped is None:
-            state.bad_streak = 0
-            return
-        state.skipped_steps += 1
-        state.bad_streak += 1
-        print0(
-            self.accelerator,
-            f"step {state.step}: skipped ({self.skipped}); {state.bad_streak} in a row, {state.skipped_steps} in all",
-        )
-        self.tracker.log({"skipped_steps": state.skipped_steps, "bad_streak": state.bad_streak}, step=state.step)
-        if state.bad_streak >= limit:
-            good = list_checkpoints(self.out_dir)
-            last = f"the last good checkpoint is {good[-1]}" if good else "no checkpoint was written"
-            raise TrainingDiverged(
-                f"stopped at step {state.step}: {limit} optimizer steps in a row were skipped ({self.skipped}; "
-                f"train.max_bad_steps={limit}); {last}. Lower train.learning_rate or raise train.warmup_steps, prefer "
-                f"bf16 to fp16, check the data, then resume with checkpoint.resume_from_checkpoint=latest"
-            )
-
-    def preempted(self) -> bool:
-        """Collective: true on every rank as soon as any rank got SIGUSR1/SIGTERM."""
-        flag = torch.tensor([1.0 if self.stop_signal else 0.0], device=self.device)
-        return bool(self.accelerator.reduce(flag, reduction="sum").item() > 0)
+    def save(self, metrics: dict | None, force: bool = False) -> None:
+        """Collective: a checkpoint of this step (checkpoint.*)."""
+        self.checkpointer.save(self.model, self.processor, self.scheduler, self.state, metrics, force=force)
 
     def checkpoint_and_requeue(self) -> dict:
         """Collective: save at this step boundary; under SLURM rank 0 requeues the job (it resumes from here)."""
         state = self.state
-        if not (self.out_dir / f"checkpoint-{state.step}").exists():
-            self.maybe_save(False, None, force=True)
-        self.maybe_log(force=True)
-        job = os.environ.get("SLURM_JOB_ID")
+        if not self.checkpointer.exists(state.step):
+            self.save(None, force=True)
+        self.log.maybe_log(state, force=True)
         requeued = False
-        if self.is_main and job and self.cfg.train.requeue_on_preemption:
-            result = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True)
-            requeued = result.returncode == 0
-            print(
-                f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved; scontrol requeue {job}: "
-                f"{'ok' if requeued else result.stderr.strip()}",
-                flush=True,
-            )
-        elif self.is_main:
-            print(f"preempted ({self.stop_signal}) at step {state.step}: checkpoint saved", flush=True)
+        if self.is_main:
+            requeued = self.preemption.requeue(state.step)
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         return {"preempted": True, "steps": state.step, "requeued": requeued}
 
-    def train_step(self, batch: dict) -> None:
-        """One micro-batch; at the accumulation boundary, one optimizer step, or a skipped one (self.skipped says why).
-
-        A non-finite loss on any rank skips the whole optimizer step on every rank (the check is a collective);
-        non-finite gradients (an fp16 overflow) skip the update too. Weights stay finite.
-        Under DeepSpeed the engine steps inside ``backward`` and cannot be told to skip; what it does on its own is
-        discard the whole accumulation window when its gradients are not finite. So a bad micro-batch is still
-        backpropagated there, as NaN on every rank, and the engine's own skip is checked and counted.
-        """
-        audio = batch["audio"].to(self.device)
-        features = self.log_mel(audio)  # [B, n_mels, frames], on the device
-        if self.spec_augment is not None:
-            features = self.spec_augment(features)
-        teacher_features = self.teacher_log_mel(audio) if self.teacher_log_mel is not None else None
-        labels = batch["labels"].to(self.device)
-        loss, ce, kl = self.compute_loss(features, labels, teacher_features)
-        loss_ok = self.all_ranks_finite(loss)  # collective
-        if not loss_ok and self.bad_reason is None:
-            self.bad_reason = "non-finite loss"
-        if loss_ok:
-            self.accelerator.backward(loss)
-        elif self.engine_steps_in_backward:
-            self.accelerator.backward(loss * float("nan"))  # NaN gradients on every rank: the engine drops the window
-        if self.accelerator.sync_gradients:
-            if self.engine_steps_in_backward:
-                self._check_engine_step()
-            else:
-                self._optimizer_step()
-            self.bad_reason = None
-        self.optimizer.zero_grad(set_to_none=True)
-        if not loss_ok:
-            return
-        w = self.since_log
-        w.loss += loss.detach().float().item()
-        w.ce += ce.detach().float().item()
-        w.kl += kl.detach().float().item() if kl is not None else 0.0
-        w.micro += 1
-        w.samples += len(batch["keys"])
-        w.over += batch.get("labels_over_limit", 0)
-        w.seconds += batch["seconds"]
-
-    def _optimizer_step(self) -> None:
-        """DDP / one process: clip, then step unless this window was bad; the scheduler only after a real update."""
-        self.skipped = self.bad_reason
-        if self.skipped is None:
-            self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-            if self.grad_norm is not None and not torch.isfinite(torch.as_tensor(self.grad_norm)).item():
-                self.skipped = "non-finite gradients"
-        # with fp16's grad scaler, step() must run even on inf gradients: the scaler skips the update itself
-        # and lowers its scale (never calling it would keep the scale, and the overflow, forever)
-        if self.skipped is None or (self.skipped == "non-finite gradients" and self.accelerator.scaler is not None):
-            self.optimizer.step()
-            if self.accelerator.optimizer_step_was_skipped:  # fp16: the grad scaler found inf and lowered its scale
-                self.skipped = "fp16 overflow"
-            elif self.skipped is None:
-                self.scheduler.step()
-
-    def _check_engine_step(self) -> None:
-        """DeepSpeed: the engine has already stepped, or skipped a window with non-finite gradients. Which one?"""
-        engine_skipped = self.accelerator.optimizer_step_was_skipped  # the engine's own overflow flag
-        self.grad_norm = self.accelerator.clip_grad_norm_(self.model.parameters(), self.cfg.train.max_grad_norm)
-        self.skipped = self.bad_reason or ("non-finite gradients" if engine_skipped else None)
-        if self.skipped is not None and not engine_skipped:
-            raise RuntimeError(
-                f"step {self.state.step + 1}: DeepSpeed applied an update although this window had a "
-                f"{self.skipped}; this DeepSpeed version does not skip non-finite gradients"
-            )
-        if self.skipped is None:
-            self.scheduler.step()
-
-    # --------------------------------------------------------------------------- maybe_*
-    def maybe_log(self, force: bool = False) -> None:
-        """Collective when it logs (losses and counts are reduced over ranks)."""
-        state, w = self.state, self.since_log
-        if not force and state.step % self.cfg.train.log_every_steps != 0:
-            return
-        if w.micro == 0:
-            return
-        totals = torch.tensor(
-            [w.loss, w.micro, w.samples, w.seconds, w.ce, w.kl, w.over],
-            dtype=torch.float64,
-            device=self.device,
-        )
-        totals = self.accelerator.reduce(totals, reduction="sum")  # collective
-        elapsed = time.perf_counter() - w.start
-        state.samples_seen += int(totals[2])
-        state.audio_seconds_seen += float(totals[3])
-        grad_norm = getattr(self, "grad_norm", None)
-        metrics = {
-            "loss": float(totals[0] / totals[1]),
-            "lr": self.scheduler.get_last_lr()[0],
-            "epoch": state.epoch,
-            "grad_norm": float(grad_norm) if grad_norm is not None else None,
-            "samples_per_s": float(totals[2]) / elapsed,
-            "audio_s_per_s": float(totals[3]) / elapsed,
-            "samples_seen": state.samples_seen,
-            "skipped_steps": state.skipped_steps,
-        }
-        if totals[6] > 0:  # labels longer than the decoder holds: trained on their audio with no loss, counted
-            metrics["labels_over_limit"] = int(totals[6])
-            print0(
-                self.accelerator,
-                f"step {state.step}: {int(totals[6])} sample(s) with a label over "
-                f"{self.tokenize.max_tokens} tokens ignored (re-shard: mwc shard quarantines them)",
-            )
-        if self.teacher is not None:
-            metrics |= {"ce": float(totals[4] / totals[1]), "kl": float(totals[5] / totals[1])}
-        self.tracker.log(metrics, step=state.step)
-        self.since_log = SinceLastLog()
-
-    def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
-        """Collective: all ranks generate for their share of the eval set."""
-        every = self.cfg.train.eval_steps
-        due = force or (every > 0 and self.state.step % every == 0) or (every == 0 and epoch_done)
-        if self.eval_shards is None or not due:
-            return None
-        cfg = self.cfg
-        metrics = evaluate(
-            self.accelerator,
-            self.model,
-            self.processor,
-            self.eval_shards,
-            language=cfg.model.language,
-            task=cfg.model.task,
-            batch_size=cfg.train.per_device_eval_batch_size,
-            max_length=cfg.train.generation_max_length,
-            num_beams=cfg.train.num_beams,
-            out_dir=self.out_dir / "eval" / f"step-{self.state.step}",
-            limit=cfg.train.eval_max_samples,
-            step=self.state.step,
-        )
-        self.state.last_eval = {"step": self.state.step, **metrics}
-        self.tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=self.state.step)
-        if self.is_main:
-            rows = (self.out_dir / "eval" / f"step-{self.state.step}" / "predictions.jsonl").read_text().splitlines()
-            self.tracker.log_predictions([json.loads(r) for r in rows], step=self.state.step)
-        print0(
-            self.accelerator,
-            f"step {self.state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
-            f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)",
-        )
-        return metrics
-
-    def maybe_save(self, epoch_done: bool, metrics: dict | None, force: bool = False) -> None:
-        """Collective: every rank writes its optimizer/RNG state; rank 0 the rest."""
-        c, state = self.cfg.checkpoint, self.state
-        due = (
-            force
-            or (c.save_strategy == "steps" and state.step % c.save_steps == 0)
-            or (c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0)
-        )
-        if c.save_strategy == "no" or not due:
-            return
-        if state.bad_streak and not force:  # the last step was skipped: keep the newest checkpoint a good one
-            print0(
-                self.accelerator, f"step {state.step}: checkpoint postponed ({state.bad_streak} skipped steps in a row)"
-            )
-            return
-        metric = (metrics or {}).get(c.metric_for_best_model)
-        path = save_checkpoint(
-            self.accelerator,
-            self.model,
-            self.processor,
-            self.scheduler,
-            state,
-            self.out_dir,
-            config_to_yaml(self.cfg),
-            c.keep_last,
-            c.greater_is_better,
-            metric,
-        )
-        print0(self.accelerator, f"saved {path}")
-
     def finish(self) -> dict:
-        """Collective: last log, eval and checkpoint; the final model; a cross-rank weight check."""
-        from accelerate.utils import gather_object
-
-        state, c = self.state, self.cfg.checkpoint
-        self.maybe_log(force=True)
-        metrics = None
-        if state.last_eval.get("step") != state.step:
-            metrics = self.maybe_evaluate(False, force=True)
-        if c.save_strategy != "no" and not (self.out_dir / f"checkpoint-{state.step}").exists():
-            self.maybe_save(False, metrics or state.last_eval or None, force=True)
-        digests = gather_object([weights_digest(self.accelerator, self.model)])  # collective
-        summary = {
-            "world_size": self.accelerator.num_processes,
-            "precision": self.precision,
-            "steps": state.step,
-            "param_digests": digests,
-            "ranks_identical": len(set(digests)) == 1,
-            "last_eval": state.last_eval,
-        }
+        """Collective: last log, eval and checkpoint; a cross-rank weight check; rank 0 writes final/ and exports."""
+        state = self.state
+        self.log.maybe_log(state, force=True)
+        metrics = self.maybe_evaluate(False, force=True) if state.last_eval.get("step") != state.step else None
+        if not self.checkpointer.exists(state.step):
+            self.save(metrics or state.last_eval or None, force=True)
+        summary = run_summary(self.accelerator, self.model, state, self.precision)  # collective
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
             best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
-            write_final(
+            end_of_run(
                 self.out_dir,
                 self.accelerator.unwrap_model(self.model),
                 state_dict,
                 self.processor,
+                summary,
                 best_model=self.out_dir / best / "model" if best else None,
                 base_dir=self.base_dir,
                 model_cfg=self.cfg.model,
-            )
-            (self.out_dir / "run_summary.json").write_text(json.dumps(summary, indent=2))
-            eval_split = self.cfg.data.eval_split if self.eval_shards is not None else None
-            export_final(
-                self.out_dir / "final",
-                self.cfg.export,
-                self.cfg.data.shard_dir,
-                eval_split,
-                language=self.cfg.model.language,
-                task=self.cfg.model.task,
+                export_cfg=self.cfg.export,
+                shard_dir=self.cfg.data.shard_dir,
+                eval_split=self.cfg.data.eval_split if self.periodic_eval.shards is not None else None,
             )
         self.tracker.finish()
         self.accelerator.wait_for_everyone()
         if not summary["ranks_identical"]:
-            raise RuntimeError(f"ranks ended with different weights: {digests}")
+            raise RuntimeError(f"ranks ended with different weights: {summary['param_digests']}")
         return summary
 
-    def _progress_bar(self):
-        from tqdm import tqdm
 
-        return tqdm(
-            total=self.total_steps,
-            initial=self.state.step,
-            desc="train",
-            unit="step",
-            disable=not self.is_main,
-            dynamic_ncols=True,
-        )
+def progress_bar(total: int, initial: int, is_main: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc="train", unit="step", disable=not is_main, dynamic_ncols=True)
 
 
 def run(cfg: Config) -> int:

@@ -82,3 +82,23 @@ class SpecAugment(nn.Module):
         for mask in self.masks:
             features = mask(features.unsqueeze(1)).squeeze(1)  # iid masks want [B, C, F, T]
         return features
+
+
+class TrainFeatures(nn.Module):
+    """[B, N] waveforms -> (student features, teacher features or None), on the training device.
+
+    ``teacher_log_mel``: the same audio in a teacher's longer window, for a distilled student with a
+    shorter one whose teacher runs its own encoder. ``spec_augment``: train.spec_augment.
+    """
+
+    def __init__(self, log_mel: LogMel, teacher_log_mel: LogMel | None = None, spec_augment: bool = False):
+        super().__init__()
+        self.log_mel, self.teacher_log_mel = log_mel, teacher_log_mel
+        self.spec_augment = SpecAugment() if spec_augment else None
+
+    def forward(self, audio: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        features = self.log_mel(audio)  # [B, n_mels, frames]
+        if self.spec_augment is not None:
+            features = self.spec_augment(features)
+        teacher_features = self.teacher_log_mel(audio) if self.teacher_log_mel is not None else None
+        return features, teacher_features

@@ -108,19 +108,24 @@ def _read_hf(ref: HFRef) -> tuple[bytes | str, str]:
     return audio["path"], audio["path"]
 
 
-PROMPT_TOKENS = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>; the transcript then ends in <|endoftext|>
-_TOKENIZER = []  # one per worker process, built on first use
+_TOKENIZE = []  # one per worker process, built on first use
 
 
 def _label_too_long(text: str, limit: int) -> str | None:
-    """Why the transcript cannot be a Whisper label of at most ``limit`` tokens, or None when it fits."""
+    """Why the transcript cannot be a Whisper label of at most ``limit`` tokens, or None when it fits.
+
+    Counted as training counts it (data/stream.py Tokenize): decoder start, language, task, no-timestamps,
+    the text, end-of-text. Every language token is one token, so any language counts the same.
+    """
     if limit <= 0 or not text:
         return None
-    if not _TOKENIZER:
+    if not _TOKENIZE:
+        from mwc_dist.data.stream import Tokenize
         from mwc_dist.models.tokenizer import load_tokenizer
 
-        _TOKENIZER.append(load_tokenizer())
-    n = PROMPT_TOKENS + len(_TOKENIZER[0].encode(" " + text.strip(), add_special_tokens=False)) + 1
+        _TOKENIZE.append(Tokenize(load_tokenizer(), language="en", task="transcribe"))
+    tokenize = _TOKENIZE[0]
+    n = tokenize.decoder_length(tokenize(text))
     if n <= limit:
         return None
     return (

@@ -205,52 +205,50 @@ def _rows_to_items(
     offset = 2 if manifest.suffix.lower() == ".csv" else 1  # CSV row 1 is the header
     for n, row in enumerate(rows):
         where = f"{manifest}:{n + offset}"
-        if not isinstance(row, dict):
-            rejects.append(Reject(where, "invalid_row", f"expected an object, got {type(row).__name__}"))
-            continue
-        if "__error__" in row:
-            rejects.append(Reject(f"{manifest}:{row['__line__']}", "invalid_row", row["__error__"]))
-            continue
-        if None in row or (offset == 2 and None in row.values()):  # csv.DictReader: too many / too few fields
-            header = [k for k in row if k is not None]
-            fields = sum(row[k] is not None for k in header) + len(row.get(None) or [])
-            rejects.append(Reject(where, "invalid_row", f"{fields} fields where the header has {len(header)}"))
-            continue
-        audio = row.get(audio_col)
-        if isinstance(audio, dict):  # {"path": ...} as in HF exports
-            audio = audio.get("path")
-        if not isinstance(audio, str) or not audio.strip():
-            rejects.append(Reject(where, "missing_audio_path", f"column '{audio_col}' is empty or not a path"))
-            continue
-        path = Path(audio.strip())
-        path = path if path.is_absolute() else root / path
-        if referenced is not None:
-            referenced.add(_resolve(path))
-        explicit_id = _opt_str(row.get(cfg.id_column))
-        key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
-        text, bad = _check_text(row.get(text_col), f"{where} ({path})", key)
-        if bad:
-            rejects.append(bad)
-            continue
-        split = _opt_str(row.get(cfg.split_column))
-        if split is not None and split not in SPLITS:
-            rejects.append(Reject(where, "invalid_split", f"split {split!r} is not one of {', '.join(SPLITS)}", key))
-            continue
-        if not path.is_file():
-            rejects.append(_missing_file(path, where, key))
-            continue
-        items.append(
-            Item(
-                key,
-                str(path),
-                text,
-                str(path),
-                _opt_str(row.get(cfg.language_column)) or cfg.language,
-                _opt_str(row.get(cfg.speaker_column)),
-                split,
-            )
+        got = _malformed(row, where, manifest, csv=offset == 2) or _row_to_item(
+            row, where, root, cfg, audio_col, text_col, referenced
         )
+        (items if isinstance(got, Item) else rejects).append(got)
     return items, rejects
+
+
+def _malformed(row: Any, where: str, manifest: Path, csv: bool) -> Reject | None:
+    """A row that is not a well-formed record: not an object, unparsable JSON, a CSV row with the wrong field count."""
+    if not isinstance(row, dict):
+        return Reject(where, "invalid_row", f"expected an object, got {type(row).__name__}")
+    if "__error__" in row:
+        return Reject(f"{manifest}:{row['__line__']}", "invalid_row", row["__error__"])
+    if None in row or (csv and None in row.values()):  # csv.DictReader: too many / too few fields
+        header = [k for k in row if k is not None]
+        fields = sum(row[k] is not None for k in header) + len(row.get(None) or [])
+        return Reject(where, "invalid_row", f"{fields} fields where the header has {len(header)}")
+    return None
+
+
+def _row_to_item(
+    row: dict, where: str, root: Path, cfg: DataConfig, audio_col: str, text_col: str, referenced: set[Path] | None
+) -> Item | Reject:
+    audio = row.get(audio_col)
+    if isinstance(audio, dict):  # {"path": ...} as in HF exports
+        audio = audio.get("path")
+    if not isinstance(audio, str) or not audio.strip():
+        return Reject(where, "missing_audio_path", f"column '{audio_col}' is empty or not a path")
+    path = Path(audio.strip())
+    path = path if path.is_absolute() else root / path
+    if referenced is not None:
+        referenced.add(_resolve(path))
+    explicit_id = _opt_str(row.get(cfg.id_column))
+    key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
+    text, bad = _check_text(row.get(text_col), f"{where} ({path})", key)
+    if bad:
+        return bad
+    split = _opt_str(row.get(cfg.split_column))
+    if split is not None and split not in SPLITS:
+        return Reject(where, "invalid_split", f"split {split!r} is not one of {', '.join(SPLITS)}", key)
+    if not path.is_file():
+        return _missing_file(path, where, key)
+    language = _opt_str(row.get(cfg.language_column)) or cfg.language
+    return Item(key, str(path), text, str(path), language, _opt_str(row.get(cfg.speaker_column)), split)
 
 
 # ------------------------------------------------------------------------------------------ sources

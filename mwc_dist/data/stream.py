@@ -48,10 +48,15 @@ class ShardSet:
         return sum(self.counts)
 
 
-def _count_samples(url: str) -> int:
+def tar_samples(urls: list[str]) -> Iterator[dict[str, Any]]:
+    """The raw samples of these shards in order (WebDataset's tar reader: local paths and pipe: URLs)."""
     import webdataset as wds
 
-    return sum(1 for _ in wds.tarfile_to_samples()(iter([{"url": url}])))
+    return wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+
+
+def _count_samples(url: str) -> int:
+    return sum(1 for _ in tar_samples([url]))
 
 
 def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
@@ -114,6 +119,15 @@ class Tokenize:
             return [self.notimestamps] + body + [self.eot]
         return self.language_id(language) + [self.task_id, self.notimestamps] + body + [self.eot]
 
+    @staticmethod
+    def decoder_length(label_ids: list[int]) -> int:
+        """Positions a label takes in the decoder: the decoder start the model prepends, then the label."""
+        return 1 + len(label_ids)
+
+    def fits(self, label_ids: list[int]) -> bool:
+        """Whether the decoder (``max_tokens`` positions; 0: no limit) holds the label."""
+        return not self.max_tokens or self.decoder_length(label_ids) <= self.max_tokens
+
 
 def decode_flac(payload: bytes) -> np.ndarray:
     """A shard's audio as float32 in [-1, 1]."""
@@ -142,7 +156,7 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int)
         audio[i, : len(w)] = torch.from_numpy(w)
     label_ids = [tokenize(m["text"], m.get("language")) for m in metas]
     # a label the decoder cannot hold (shards made without data.max_label_tokens): all -100, so it adds no loss
-    over = [i for i, ids in enumerate(label_ids) if tokenize.max_tokens and len(ids) + 1 > tokenize.max_tokens]
+    over = [i for i, ids in enumerate(label_ids) if not tokenize.fits(ids)]
     for i in over:
         label_ids[i] = []
     labels = torch.full((len(waves), max(1, max(len(x) for x in label_ids))), -100, dtype=torch.long)
@@ -234,7 +248,7 @@ class TrainStream(IterableDataset):
         urls = [self.shards.urls[i] for i in self.worker_shards(self.rank, worker)]
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
         # shard list -> (shuffled, split by rank and worker above) -> tar samples -> shuffle buffer
-        samples = wds.tarfile_to_samples()(iter([{"url": u} for u in urls]))
+        samples = tar_samples(urls)
         if self.shuffle_buffer > 1:
             samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
         # -> duration buckets -> batches (still undecoded)
@@ -283,9 +297,7 @@ def eval_batches(
     limit: int = 0,
 ) -> Iterator[dict[str, Any]]:
     """This rank's share of the eval samples (sample i -> rank i % world), in order, batched."""
-    import webdataset as wds
-
-    samples = wds.tarfile_to_samples()(iter([{"url": u} for u in shards.urls]))
+    samples = tar_samples(shards.urls)
     mine: list[dict] = []
     for index, sample in enumerate(samples):
         if limit and index >= limit:

@@ -195,3 +195,19 @@ def _processor_for(model_dir, model):
         return WhisperProcessor.from_pretrained(model_dir)
     except (OSError, ValueError):
         return build_processor(model.config)
+
+
+def prepare_for_training(model, t, quantized: bool) -> None:
+    """train.freeze_encoder, train.freeze_embeddings and train.gradient_checkpointing on a built model.
+
+    get_encoder()/get_decoder() reach through a PEFT wrapper too (LoRA on a frozen encoder stays frozen);
+    a QLoRA model has already enabled checkpointing (peft's prepare_model_for_kbit_training).
+    """
+    if t.freeze_encoder:
+        model.get_encoder().requires_grad_(False)
+    if t.freeze_embeddings:
+        model.get_decoder().embed_tokens.requires_grad_(False)
+        model.get_decoder().embed_positions.requires_grad_(False)
+    if t.gradient_checkpointing and not quantized:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False

@@ -8,7 +8,7 @@ from mwc_dist.config import ModelConfig
 from mwc_dist.models.build import build_model, window_seconds
 
 
-def build_teacher(model_cfg: ModelConfig, student, *, freeze_encoder: bool, seed: int, device):
+def build_teacher(model_cfg: ModelConfig, student, *, freeze_encoder: bool, seed: int, device, log=print):
     """(teacher, share_encoder): a frozen teacher in eval mode, or (None, False) without distillation.
 
     ``share_encoder``: the student's frozen encoder is the teacher's, so its output feeds both decoders and the
@@ -31,6 +31,11 @@ def build_teacher(model_cfg: ModelConfig, student, *, freeze_encoder: bool, seed
         and (same_window or model_cfg.distillation_teacher_window == "student")
         and _same_encoder(student.get_encoder(), teacher.get_encoder())
     )
+    if model_cfg.distillation_teacher_window == "student" and not share:
+        log(
+            "model.distillation_teacher_window=student: the student's encoder is not its teacher's "
+            "(mwc make-student) or train.freeze_encoder is false, so the teacher runs its own encoder"
+        )
     return teacher, share
 
 

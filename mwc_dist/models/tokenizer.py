@@ -31,18 +31,24 @@ def language_codes(num_languages: int) -> list[str]:
     return list(LANGUAGES)[:num_languages]
 
 
+# the special tokens after the language tokens, in id order; generation suppresses all but the last
+AFTER_LANGUAGES = (
+    "<|translate|>",
+    "<|transcribe|>",
+    "<|startoflm|>",
+    "<|startofprev|>",
+    "<|nospeech|>",
+    "<|notimestamps|>",
+)
+
+
 def special_tokens(num_languages: int) -> list[str]:
     """OpenAI's special tokens in id order (whisper/tokenizer.py:get_encoding)."""
     return [
         "<|endoftext|>",
         "<|startoftranscript|>",
         *[f"<|{c}|>" for c in language_codes(num_languages)],
-        "<|translate|>",
-        "<|transcribe|>",
-        "<|startoflm|>",
-        "<|startofprev|>",
-        "<|nospeech|>",
-        "<|notimestamps|>",
+        *AFTER_LANGUAGES,
     ]
 
 
@@ -115,14 +121,7 @@ def generation_config(tokenizer, max_length: int = 448, alignment_heads: list[li
     ids = tokenizer.convert_tokens_to_ids
     langs = [t for t in tokenizer.additional_special_tokens if len(t) <= 9 and t[2:-2] in set(language_codes(100))]
     multilingual = is_multilingual(tokenizer)
-    specials = [
-        "<|startoftranscript|>",
-        "<|translate|>",
-        "<|transcribe|>",
-        "<|startoflm|>",
-        "<|startofprev|>",
-        "<|nospeech|>",
-    ]
+    specials = ["<|startoftranscript|>", *AFTER_LANGUAGES[:-1]]  # never generated mid-text
     return GenerationConfig(
         decoder_start_token_id=ids("<|startoftranscript|>"),
         bos_token_id=ids("<|endoftext|>"),

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_run import run_args, run_env
 
 from mwc_dist.metrics import metrics_from_predictions
 
@@ -22,19 +23,15 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 def _launch(config_file: str, shards: Path, out: Path, *extra: str, fault: str = "none") -> str:
-    args = [
-        f"data.shard_dir={shards}",
-        f"train.output_dir={out}",
-        "model.base_model=tiny-random",
-        "model.language=es",
+    args = run_args(
+        shards,
+        out,
         "train.per_device_train_batch_size=2",
         "train.learning_rate=1e-3",
-        "train.log_every_steps=1",
-        "data.num_workers=1",
         "checkpoint.save_strategy=no",
         *extra,
-    ]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), MWC_FAULT=fault, MWC_PROBE_DIGESTS="1")
+    )
+    env = run_env(MWC_FAULT=fault, MWC_PROBE_DIGESTS="1")
     env.pop("ACCELERATE_USE_CPU", None)  # DeepSpeed on CPU: mwc_dist names gloo itself
     proc = subprocess.run(
         [

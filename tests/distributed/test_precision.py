@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_run import run_args, run_env
 
 ROOT = Path(__file__).parents[2]
 HARNESS = ROOT / "tests" / "reliability" / "harness.py"
@@ -21,23 +22,17 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 def _run_2proc(shards: Path, out: Path, *extra: str) -> dict:
     engine = ["--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--dynamo_backend", "no"]
-    args = [
-        f"data.shard_dir={shards}",
-        f"train.output_dir={out}",
-        "model.base_model=tiny-random",
-        "model.language=es",
+    args = run_args(
+        shards,
+        out,
         "train.per_device_train_batch_size=2",
         "train.learning_rate=1e-3",
-        "train.log_every_steps=1",
         "train.eval_steps=-1",
-        "data.num_workers=1",
         "checkpoint.save_strategy=no",
         "train.max_steps=4",
         *extra,
-    ]
-    env = dict(
-        os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), ACCELERATE_USE_CPU="true", MWC_FAULT="record-dtypes"
     )
+    env = run_env(ACCELERATE_USE_CPU="true", MWC_FAULT="record-dtypes")
     proc = subprocess.run(
         [str(ACCELERATE), "launch", *engine, str(HARNESS), *args],
         env=env,

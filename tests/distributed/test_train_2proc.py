@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
+from tiny_run import run_args, run_env
 
 from mwc_dist.metrics import metrics_from_predictions
 
@@ -37,7 +38,7 @@ def launch(
     expect_ok: bool = True,
 ):
     """`accelerate launch` 2 CPU processes: DDP (ACCELERATE_USE_CPU + --multi_gpu, docs/DISTRIBUTED.md) or a config."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    env = run_env()
     if config_file:
         engine = ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
     else:
@@ -59,24 +60,23 @@ def launch(
         *engine,
         "-m",
         "mwc_dist.train",
-        f"data.shard_dir={shards}",
-        f"train.output_dir={out_dir}",
-        "model.base_model=tiny-random",
-        "model.language=es",
-        "train.per_device_train_batch_size=4",
-        "train.learning_rate=1e-3",
-        "train.log_every_steps=1",
-        "train.max_steps=8",
-        "train.warmup_steps=2",
-        "data.num_workers=2",
-        "checkpoint.save_strategy=steps",
-        "checkpoint.save_steps=3",
-        "checkpoint.keep_last=5",
-        "train.eval_steps=4",
-        "train.eval_max_samples=6",
-        "train.per_device_eval_batch_size=2",
-        "train.generation_max_length=20",
-        *overrides,
+        *run_args(
+            shards,
+            out_dir,
+            "train.per_device_train_batch_size=4",
+            "train.learning_rate=1e-3",
+            "train.max_steps=8",
+            "train.warmup_steps=2",
+            "data.num_workers=2",
+            "checkpoint.save_strategy=steps",
+            "checkpoint.save_steps=3",
+            "checkpoint.keep_last=5",
+            "train.eval_steps=4",
+            "train.eval_max_samples=6",
+            "train.per_device_eval_batch_size=2",
+            "train.generation_max_length=20",
+            *overrides,
+        ),
     ]
     proc = subprocess.run(cmd, env=env, cwd=cwd or out_dir.parent, capture_output=True, text=True, timeout=600)
     if not expect_ok:

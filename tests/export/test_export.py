@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+from tiny_run import trainer
 
 from mwc_dist.export import ExportError, check_parity, clips_from_shards, export_model
 
@@ -16,26 +17,9 @@ FORMATS7 = ["wav", "mp3", "flac", "ogg", "m4a", "aac", "wma"]
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, demo_shards):
-    from mwc_dist.config import load_config
-    from mwc_dist.train import Trainer
-
     out = tmp_path_factory.mktemp("trained") / "run"
-    cfg = load_config(
-        None,
-        [
-            f"data.shard_dir={demo_shards}",
-            f"train.output_dir={out}",
-            "data.num_workers=1",
-            "model.language=es",
-            "train.max_steps=6",
-            "train.learning_rate=2e-3",
-            "train.eval_steps=-1",
-            "checkpoint.save_strategy=no",
-        ],
-    )
-    trainer = Trainer(cfg)
-    trainer.setup()
-    trainer.train()
+    overrides = ("train.max_steps=6", "train.learning_rate=2e-3", "train.eval_steps=-1", "checkpoint.save_strategy=no")
+    trainer(demo_shards, out, "train.log_every_steps=10", *overrides).train()
     return out / "final"
 
 

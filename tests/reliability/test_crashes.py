@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
+from tiny_run import run_args, run_env
 
 HARNESS = Path(__file__).with_name("harness.py")
 ROOT = Path(__file__).parents[2]
@@ -16,26 +17,21 @@ ACCELERATE = Path(sys.executable).parent / "accelerate"
 
 
 def _args(shards: Path, out: Path, *extra: str) -> list[str]:
-    return [
-        f"data.shard_dir={shards}",
-        f"train.output_dir={out}",
-        "model.base_model=tiny-random",
-        "model.language=es",
+    return run_args(
+        shards,
+        out,
         "train.per_device_train_batch_size=2",
         "train.learning_rate=1e-3",
-        "train.log_every_steps=1",
         "train.eval_steps=-1",
-        "data.num_workers=1",
         "checkpoint.save_strategy=steps",
         "checkpoint.save_steps=2",
         "checkpoint.keep_last=5",
         "checkpoint.resume_from_checkpoint=latest",
         *extra,
-    ]
+    )
 
 
-def _env(**extra) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+_env = run_env
 
 
 def _steps(out: Path) -> list[int]:

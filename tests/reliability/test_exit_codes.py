@@ -4,12 +4,12 @@ the same documented exit statuses: 0 done, 2 bad config or data, 3 diverged, 124
 A diverging run needs NaN losses, which real data cannot be made to give on demand: the fault harness injects them
 (rank 0's loss is NaN from step 3 on) and then hands over to the real entry point, unchanged."""
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from tiny_run import run_args, run_env
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[1]
@@ -22,24 +22,19 @@ MWC_WITH_FAULTS = (
 
 
 def _args(shards: Path, out: Path) -> list[str]:
-    return [
-        f"data.shard_dir={shards}",
-        f"train.output_dir={out}",
-        "model.base_model=tiny-random",
-        "model.language=es",
+    return run_args(
+        shards,
+        out,
         "train.per_device_train_batch_size=2",
         "train.eval_steps=-1",
-        "data.num_workers=1",
         "checkpoint.save_strategy=steps",
         "checkpoint.save_steps=2",
         "train.max_steps=8",
         "train.max_bad_steps=3",
-        "train.log_every_steps=1",
-    ]
+    )
 
 
-def _env(**extra) -> dict:
-    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+_env = run_env
 
 
 @pytest.mark.parametrize("entry", ["python -m mwc_dist.train", "mwc train"])

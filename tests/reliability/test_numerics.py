@@ -5,30 +5,12 @@ import json
 import pytest
 import torch
 from faults import InfGrad
+from tiny_run import trainer
 
 
 def _trainer(tmp_path, demo_shards, *extra):
-    from mwc_dist.config import load_config
-    from mwc_dist.train import Trainer
-
-    cfg = load_config(
-        None,
-        [
-            f"data.shard_dir={demo_shards}",
-            f"train.output_dir={tmp_path / 'run'}",
-            "data.num_workers=1",
-            "model.language=es",
-            "train.log_every_steps=1",
-            "train.eval_steps=-1",
-            "train.learning_rate=1e-3",
-            "checkpoint.save_strategy=steps",
-            "checkpoint.save_steps=2",
-            *extra,
-        ],
-    )
-    trainer = Trainer(cfg)
-    trainer.setup()
-    return trainer
+    settings = ("train.eval_steps=-1", "train.learning_rate=1e-3", "checkpoint.save_strategy=steps")
+    return trainer(demo_shards, tmp_path / "run", *settings, "checkpoint.save_steps=2", *extra)
 
 
 def _inject(trainer, bad: dict[int, str]):

@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from tiny_run import trainer
 
 from mwc_dist.config import ModelConfig
 from mwc_dist.losses import distillation_loss, kl_teacher_student
@@ -159,27 +160,10 @@ def test_lora_encoder_layers_puts_adapters_in_the_top_layers_only(encoder_layers
 
 
 def _train(tmp_path, shards, *overrides):
-    from mwc_dist.config import load_config
-    from mwc_dist.train import Trainer
-
-    cfg = load_config(
-        None,
-        [
-            f"data.shard_dir={shards}",
-            f"train.output_dir={tmp_path}",
-            "data.num_workers=1",
-            "model.language=es",
-            "train.per_device_train_batch_size=4",
-            "train.log_every_steps=1",
-            "train.eval_steps=-1",
-            "checkpoint.save_strategy=no",
-            *overrides,
-        ],
-    )
-    trainer = Trainer(cfg)
-    trainer.setup()
-    trainer.train()
-    return trainer, [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    settings = ("train.per_device_train_batch_size=4", "train.eval_steps=-1", "checkpoint.save_strategy=no")
+    t = trainer(shards, tmp_path, *settings, *overrides)
+    t.train()
+    return t, [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
 
 
 def test_student_moves_towards_its_teacher(tmp_path, demo_shards):
@@ -264,9 +248,12 @@ def test_shorter_window_student_distils(tmp_path, demo_shards, teacher_window):
         "train.warmup_steps=0",
     )
     assert trainer.share_encoder == (teacher_window == "student")
-    assert (trainer.teacher_log_mel is None) == (teacher_window == "student")
-    if trainer.teacher_log_mel is not None:
-        assert trainer.teacher_log_mel.num_samples == 30 * 16000 and trainer.log_mel.num_samples == 10 * 16000
+    assert (trainer.features.teacher_log_mel is None) == (teacher_window == "student")
+    if trainer.features.teacher_log_mel is not None:
+        assert (
+            trainer.features.teacher_log_mel.num_samples == 30 * 16000
+            and trainer.features.log_mel.num_samples == 10 * 16000
+        )
     kl = [r["kl"] for r in rows if "kl" in r]
     assert len(kl) == 12 and sum(kl[-3:]) / 3 < 0.7 * sum(kl[:3]) / 3
 

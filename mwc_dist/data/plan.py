@@ -1,0 +1,77 @@
+"""The training data of one run on one rank: its shards, one stream per epoch, and the steps they make.
+
+Every rank computes the same plan from the manifest counts alone (data/stream.py), so the number of
+optimizer steps is known before the first batch.
+"""
+
+from __future__ import annotations
+
+from mwc_dist.config import DataConfig, TrainConfig
+from mwc_dist.data.stream import Tokenize, TrainStream, load_shard_set
+
+
+class TrainData:
+    """data.* (shards, loader workers) and the batching keys of train.* (batch size, shuffle, buckets, seed)."""
+
+    def __init__(
+        self, d: DataConfig, t: TrainConfig, tokenize: Tokenize, *, rank: int, world_size: int, max_samples: int
+    ):
+        self.d, self.t, self.tokenize = d, t, tokenize
+        self.rank, self.world_size, self.max_samples = rank, world_size, max_samples
+        self.shards = load_shard_set(d, "train")
+
+    def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
+        """This rank's batches of ``epoch``, the first ``skip_items`` loader items skipped (a resumed epoch)."""
+        return TrainStream(
+            self.shards,
+            self.tokenize,
+            batch_size=self.t.per_device_train_batch_size,
+            seed=self.t.seed,
+            epoch=epoch,
+            rank=self.rank,
+            world_size=self.world_size,
+            num_workers=self.d.num_workers,
+            shuffle_buffer=self.t.shuffle_buffer,
+            bucket_size=self.t.bucket_batches,
+            max_samples=self.max_samples,
+            skip_items=skip_items,
+        )
+
+    def resume_position(self, state, log=print) -> int:
+        """This rank's loader items already taken in the epoch in progress (0 when the world size changed)."""
+        if state.world_size != self.world_size:
+            log(f"world size changed ({state.world_size} -> {self.world_size}): epoch {state.epoch} restarts its data")
+            return 0
+        return state.data_position.get(str(self.rank), 0)
+
+    def steps_in_epoch(self, epoch: int) -> int:
+        """Optimizer steps in ``epoch``; a ValueError that says what to change when some rank has no batch."""
+        steps = self.stream(epoch).steps_per_epoch() // self.t.gradient_accumulation_steps
+        if steps == 0:
+            raise ValueError(self._no_batch_message())
+        return steps
+
+    def total_steps(self) -> int:
+        """train.max_steps, or the steps of train.num_epochs epochs."""
+        if self.t.max_steps > 0:
+            return self.t.max_steps
+        return sum(self.steps_in_epoch(e) for e in range(self.t.num_epochs))
+
+    def check_windows(self, **windows: float | None) -> None:
+        """Refuse shards with clips longer than a model's window in seconds (they would be cut); None: no model."""
+        longest = self.shards.max_seconds
+        for who, window in windows.items():
+            if longest is not None and window is not None and longest > window + 1e-6:
+                raise ValueError(
+                    f"the shards may hold clips up to {longest:g} s but the {who}'s window is {window:g} s: "
+                    f"re-shard with data.max_duration_seconds={window:g} or use a {who} with a longer window"
+                )
+
+    def _no_batch_message(self) -> str:
+        shards, ranks, workers = len(self.shards.urls), self.world_size, max(1, self.d.num_workers)
+        return (
+            f"{self.shards.num_samples} train samples in {shards} shards give some rank no full batch "
+            f"(batch {self.t.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; shards are "
+            f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
+            f"shards), or lower the batch size or data.num_workers."
+        )

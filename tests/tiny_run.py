@@ -1,0 +1,42 @@
+"""What the tests' small real training runs share: the base overrides, the environment, an in-process Trainer.
+
+Importable from any test module (pytest puts tests/ on sys.path for tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parents[1]
+ACCELERATE = Path(sys.executable).parent / "accelerate"
+HARNESS = ROOT / "tests" / "reliability" / "harness.py"  # the real entry point with one fault injected
+
+
+def run_args(shards: Path, out: Path, *extra: str) -> list[str]:
+    """tiny-random on ``shards``, Spanish, one loader worker, a log row every step; ``extra`` adds or overrides."""
+    return [
+        f"data.shard_dir={shards}",
+        f"train.output_dir={out}",
+        "model.base_model=tiny-random",
+        "model.language=es",
+        "data.num_workers=1",
+        "train.log_every_steps=1",
+        *extra,
+    ]
+
+
+def run_env(**extra: str) -> dict:
+    """The environment of a training subprocess: one thread per process, the checkout importable."""
+    return dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT), **extra)
+
+
+def trainer(shards: Path, out: Path, *extra: str):
+    """A set-up in-process Trainer (one process) of ``run_args``."""
+    from mwc_dist.config import load_config
+    from mwc_dist.train import Trainer
+
+    t = Trainer(load_config(None, run_args(shards, out, *extra)))
+    t.setup()
+    return t
