@@ -1,4 +1,4 @@
-"""Atomic checkpoints: save, rotate (last K + best), find the latest complete one, resume.
+"""Atomic checkpoints: save, rotate (last K), find the latest complete one, resume; the best evaluated model.
 
 A checkpoint folder ``<output_dir>/checkpoint-<step>/`` holds:
 
@@ -15,6 +15,10 @@ process lists the files, fsyncs them, writes ``trainer_state.json`` last and ren
 place, so a folder named ``checkpoint-*`` is complete. A crash mid-write leaves only a ``.tmp-*`` folder,
 removed next time; a ``checkpoint-*`` whose files do not match files.json (a truncated copy, a full disk)
 is passed over for the previous one, with a message.
+
+``<output_dir>/best/`` is the model (a loadable HF folder, or the LoRA adapter) of the best evaluation so far,
+written when it is evaluated, whatever the checkpoint cadence, with ``best.json`` (step, metric, value);
+written beside and renamed into place like a checkpoint.
 """
 
 from __future__ import annotations
@@ -40,8 +44,8 @@ class TrainState:
     audio_seconds_seen: float = 0.0
     data_position: dict[str, int] = field(default_factory=dict)  # rank -> loader items taken this epoch
     world_size: int = 1
-    best_metric: float | None = None
-    best_checkpoint: str | None = None
+    best_metric: float | None = None  # checkpoint.metric_for_best_model of <output_dir>/best/
+    best_step: int | None = None
     last_eval: dict[str, Any] = field(default_factory=dict)
     skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradients (fp16 overflow included)
     bad_streak: int = 0  # of them, how many in a row up to now
@@ -158,8 +162,6 @@ def save_checkpoint(
     output_dir: Path,
     config_yaml: str,
     keep_last: int,
-    greater_is_better: bool,
-    metric: float | None = None,
 ) -> Path:
     """Collective: every rank calls it. Returns the checkpoint folder."""
     from accelerate.utils import gather_object
@@ -177,13 +179,7 @@ def save_checkpoint(
     if is_main:
         state.data_position = {str(r): p for r, p in positions}
         state.world_size = accelerator.num_processes
-        if metric is not None and _better(metric, state.best_metric, greater_is_better):
-            state.best_metric, state.best_checkpoint = metric, final.name
-        unwrapped = accelerator.unwrap_model(model)
-        unwrapped.save_pretrained(tmp / "model", state_dict=state_dict, safe_serialization=True)
-        if is_peft(unwrapped):  # an adapter folder: never let an empty one pass as a checkpoint
-            check_adapter(tmp / "model")
-        processor.save_pretrained(tmp / "model")
+        _write_model(tmp / "model", accelerator.unwrap_model(model), state_dict, processor)
         (tmp / "config.yaml").write_text(config_yaml)
         (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
         sizes = _fsync_tree(tmp)
@@ -198,21 +194,52 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(Path(output_dir))
-        rotate(Path(output_dir), keep_last, state.best_checkpoint)
+        rotate(Path(output_dir), keep_last)
     accelerator.wait_for_everyone()
     return final
 
 
-def _better(value: float, best: float | None, greater_is_better: bool) -> bool:
-    return best is None or (value > best if greater_is_better else value < best)
+def _write_model(folder: Path, unwrapped, state_dict: dict, processor) -> None:
+    unwrapped.save_pretrained(folder, state_dict=state_dict, safe_serialization=True)
+    if is_peft(unwrapped):  # an adapter folder: never let an empty one pass as a checkpoint
+        check_adapter(folder)
+    processor.save_pretrained(folder)
 
 
-def rotate(output_dir: Path, keep_last: int, best: str | None) -> None:
-    """Delete all but the newest ``keep_last`` checkpoints and the best one; clear stale temp folders."""
+BEST_DIR, BEST_FILE = "best", "best.json"
+
+
+def save_best(accelerator, model, processor, output_dir: Path, info: dict[str, Any]) -> Path:
+    """Collective: ``<output_dir>/best/`` = this model, with ``info`` (step, metric, value) in best.json."""
+    state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
+    best, tmp = Path(output_dir) / BEST_DIR, Path(output_dir) / f".tmp-{BEST_DIR}"
+    if accelerator.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+        _write_model(tmp, accelerator.unwrap_model(model), state_dict, processor)
+        (tmp / BEST_FILE).write_text(json.dumps(info, indent=2))
+        _fsync_tree(tmp)
+        old = Path(output_dir) / f".old-{BEST_DIR}"
+        shutil.rmtree(old, ignore_errors=True)
+        if best.exists():
+            os.replace(best, old)
+        os.replace(tmp, best)
+        _fsync_dir(Path(output_dir))
+        shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return best
+
+
+def read_best(output_dir: Path) -> dict[str, Any] | None:
+    """best.json of ``<output_dir>/best/``, or None when there is no complete one."""
+    path = Path(output_dir) / BEST_DIR / BEST_FILE
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def rotate(output_dir: Path, keep_last: int) -> None:
+    """Delete all but the newest ``keep_last`` checkpoints; clear stale temp folders."""
     found = list_checkpoints(output_dir)
     for path in found[: max(0, len(found) - keep_last)]:
-        if path.name != best:
-            shutil.rmtree(path)
+        shutil.rmtree(path)
     for stale in output_dir.glob(".tmp-checkpoint-*"):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)

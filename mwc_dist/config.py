@@ -336,6 +336,10 @@ def _coerce(value: Any, annotation: Any, key: str) -> Any:
     return value
 
 
+# what an evaluation reports (evaluate.py: metrics.compute_metrics + the label loss), lower or higher is better
+BEST_METRICS = ("wer", "cer", "bleu", "chrf", "loss", "raw_wer", "raw_cer", "insertion_rate", "loop_rate")
+
+
 def _validate(cfg: Config, problems: list[str]) -> None:
     _validate_data(cfg.data, problems)
     _validate_model(cfg.model, problems)
@@ -346,6 +350,11 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     c = cfg.checkpoint
     if c.save_strategy not in ("epoch", "steps", "no"):
         problems.append(f"checkpoint.save_strategy: must be epoch, steps or no; got {c.save_strategy!r}")
+    if c.metric_for_best_model not in BEST_METRICS:
+        problems.append(
+            f"checkpoint.metric_for_best_model: one of {', '.join(BEST_METRICS)} (what an evaluation reports); "
+            f"got {c.metric_for_best_model!r}"
+        )
 
 
 def _validate_data(d: DataConfig, problems: list[str]) -> None:

@@ -39,6 +39,26 @@ def _quiet_transformers():
         logging.set_verbosity(level)
 
 
+def _features(model, log_mel: LogMel, audio: torch.Tensor) -> torch.Tensor:
+    device = next(model.parameters()).device
+    dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
+    return log_mel(audio.to(device)).to(dtype if dtype.is_floating_point else torch.float32)
+
+
+@torch.no_grad()
+def label_loss(model, log_mel: LogMel, batch: dict[str, Any]) -> tuple[float, int]:
+    """The training loss on evaluation data: teacher-forced cross-entropy summed over the label tokens, and their
+    number (the decoder start prepended as in training). A ZeRO-3 filler batch (no labels) still runs the forward."""
+    features = _features(model, log_mel, batch["audio"])
+    labels = batch.get("labels")
+    if labels is None:
+        labels = torch.zeros((features.shape[0], 1), dtype=torch.long)
+    labels = labels.to(features.device)
+    out = model(input_features=features, labels=labels)  # always: under ZeRO-3 the forward is collective
+    tokens = int((labels != -100).sum())
+    return (float(out.loss) * tokens, tokens) if tokens else (0.0, 0)
+
+
 @torch.no_grad()
 def generate_batch(
     model,
@@ -55,9 +75,7 @@ def generate_batch(
     """Predicted texts; with ``guard``, also each row's guarded decoding (Whisper's temperature fallback) and the
     seconds the greedy pass took."""
     began = time.perf_counter()
-    device = next(model.parameters()).device
-    dtype = getattr(model, "dtype", torch.float32)  # not the first parameter's: 4-bit weights are uint8
-    features = log_mel(batch["audio"].to(device)).to(dtype if dtype.is_floating_point else torch.float32)
+    features = _features(model, log_mel, batch["audio"])
     languages = {lang for lang in batch["languages"] if lang} or ({language} if language else set())
     prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     max_new = min(max_length, model.config.max_target_positions - prompt)
@@ -119,7 +137,8 @@ def evaluate(
     unwrapped.eval()
     fe = processor.feature_extractor
     log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
-    tokenize = Tokenize(processor.tokenizer, language, task)
+    # labels longer than the decoder holds get no loss (as in training); their text is still scored
+    tokenize = Tokenize(processor.tokenizer, language, task, unwrapped.config.max_target_positions)
     start = time.perf_counter()
     zero3 = _is_zero3(accelerator)
     if zero3 and guard is not None:
@@ -137,13 +156,17 @@ def evaluate(
         synced_gpus=zero3,
         guard=guard,
     )
-    rows, seconds, greedy_seconds = _transcribe_share(batches, decode, guarded=guard is not None)
-    took = time.perf_counter() - start
+    loss_of = functools.partial(label_loss, unwrapped, log_mel)
+    rows, seconds, greedy_seconds, loss = _transcribe_share(batches, decode, loss_of, guarded=guard is not None)
+    took = time.perf_counter() - start - loss["seconds"]  # decoding only
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
     timings = gather_object([(greedy_seconds if guard is not None else took, seconds, took)])
+    losses = gather_object([(loss["sum"], loss["tokens"])])  # collective
     if was_training:
         unwrapped.train()
     metrics = score(rows, timings, rows[0]["language"] or language if rows else language, guard)
+    tokens = sum(n for _, n in losses)
+    metrics["loss"] = sum(s for s, _ in losses) / tokens if tokens else None
     if accelerator.is_main_process and out_dir is not None:
         write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
     accelerator.wait_for_everyone()
@@ -164,16 +187,23 @@ def _rank_batches(accelerator, shards, tokenize, batch_size, max_samples, limit,
     return _lockstep(accelerator, batches, max_samples, language) if zero3 else batches
 
 
-def _transcribe_share(batches, decode, guarded: bool) -> tuple[list[dict], float, float]:
-    """This rank's rows (key, reference, prediction[, prediction_guarded]), audio seconds, greedy decode seconds."""
+def _transcribe_share(batches, decode, loss_of, guarded: bool) -> tuple[list[dict], float, float, dict]:
+    """This rank's rows (key, reference, prediction[, prediction_guarded]), audio seconds, greedy decode seconds,
+    and its label loss (sum over tokens, tokens, seconds spent)."""
     rows, seconds, greedy_seconds = [], 0.0, 0.0
+    loss = {"sum": 0.0, "tokens": 0, "seconds": 0.0}
     for batch in batches:
+        began = time.perf_counter()
+        total, tokens = loss_of(batch)  # a forward on every rank, fillers included (collective under ZeRO-3)
+        loss["seconds"] += time.perf_counter() - began
         out = decode(batch)
         predictions, guarded_rows, greedy_took = out if guarded else (out, None, 0.0)
         if batch.get("filler"):  # ZeRO-3 lock-step: a rank with no data left still joins the collective forward
             continue
         seconds += batch["seconds"]
         greedy_seconds += greedy_took
+        loss["sum"] += total
+        loss["tokens"] += tokens
         new = [
             {"key": k, "reference": r, "prediction": p, "language": lang}
             for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
@@ -181,7 +211,7 @@ def _transcribe_share(batches, decode, guarded: bool) -> tuple[list[dict], float
         for row, g in zip(new, guarded_rows or []):
             row |= {"prediction_guarded": g.text, "fallback_temperature": g.temperature}
         rows += new
-    return rows, seconds, greedy_seconds
+    return rows, seconds, greedy_seconds, loss
 
 
 def score(rows: list[dict], timings: list[tuple], language: str | None, guard: Guard | None) -> dict:

@@ -17,7 +17,7 @@ there are none). A failed check raises ``ExportError`` naming the format; the nu
 from __future__ import annotations
 
 import json
-import shutil
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -96,14 +96,37 @@ def export_onnx(model_dir: Path, out: Path, opset: int, optimize: bool) -> None:
         do_validation=False,
     )
     if optimize:
-        from optimum.onnxruntime import ORTModelForSpeechSeq2Seq, ORTOptimizer
-        from optimum.onnxruntime.configuration import OptimizationConfig
+        optimize_onnx(out)
 
-        optimizer = ORTOptimizer.from_pretrained(ORTModelForSpeechSeq2Seq.from_pretrained(out))
-        optimized = out.parent / (out.name + "-optimized")
-        optimizer.optimize(save_dir=str(optimized), optimization_config=OptimizationConfig(optimization_level=1))
-        shutil.rmtree(out)
-        optimized.rename(out)
+
+def optimize_onnx(folder: Path) -> dict[str, list[int]]:
+    """export.onnx_optimize: ONNX Runtime's basic graph optimisations saved over each file, names unchanged.
+
+    Basic = constant folding, redundant-node elimination and the fusions every execution provider runs, so the
+    files stay portable (ORT's extended/layout levels are specific to one provider and machine). optimum's
+    ORTOptimizer is not used: it writes only the encoder and the merged decoder, under new names
+    (``*_optimized.onnx``), which neither optimum's own loader nor ``mwc transcribe`` then find. The node counts
+    before and after go to ``optimization.json``.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if any(folder.glob("*.onnx_data")) or any(folder.glob("*.onnx.data")):
+        raise ExportError(
+            f"{folder}: the ONNX export keeps its weights in external files (a model over 2 GB); export.onnx_optimize "
+            f"does not rewrite those. Set it to false: ONNX Runtime applies the same optimisations when it loads"
+        )
+    counts = {}
+    for path in sorted(folder.glob("*.onnx")):
+        tmp = path.with_suffix(".optimized.tmp")
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        options.optimized_model_filepath = str(tmp)
+        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        counts[path.name] = [len(onnx.load(str(p), load_external_data=False).graph.node) for p in (path, tmp)]
+        os.replace(tmp, path)
+    (folder / "optimization.json").write_text(json.dumps({"level": "basic", "nodes_before_after": counts}, indent=2))
+    return counts
 
 
 def export_ct2(model_dir: Path, out: Path, quantization: str) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from mwc_dist.audio.features import LogMel, TrainFeatures
+from mwc_dist.checkpoint import BEST_DIR
 from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
 from mwc_dist.data.plan import TrainData
 from mwc_dist.data.stream import Tokenize, build_train_loader
@@ -170,9 +171,9 @@ class Trainer:
                     state.epoch, state.epoch_step, position = state.epoch + 1, 0, 0
                     state.data_position[rank] = 0
                 self.log.maybe_log(state)  # collective when due
-                metrics = self.maybe_evaluate(epoch_done)
+                self.maybe_evaluate(epoch_done)  # collective when due
                 if self.checkpointer.due(state, epoch_done):
-                    self.save(metrics)
+                    self.save()
                 if self.preemption.requested(accelerator):  # collective
                     progress.close()
                     return self.checkpoint_and_requeue()
@@ -200,17 +201,20 @@ class Trainer:
         """Collective when due (train.eval_steps) or forced."""
         if not (force or self.periodic_eval.due(self.state.step, epoch_done)):
             return None
-        return self.periodic_eval.run(self.accelerator, self.model, self.processor, self.tracker, self.state)
+        metrics = self.periodic_eval.run(self.accelerator, self.model, self.processor, self.tracker, self.state)
+        if metrics is not None:
+            self.checkpointer.keep_best(self.model, self.processor, self.state, metrics)  # collective when better
+        return metrics
 
-    def save(self, metrics: dict | None, force: bool = False) -> None:
+    def save(self, force: bool = False) -> None:
         """Collective: a checkpoint of this step (checkpoint.*)."""
-        self.checkpointer.save(self.model, self.processor, self.scheduler, self.state, metrics, force=force)
+        self.checkpointer.save(self.model, self.processor, self.scheduler, self.state, force=force)
 
     def checkpoint_and_requeue(self) -> dict:
         """Collective: save at this step boundary; under SLURM rank 0 requeues the job (it resumes from here)."""
         state = self.state
         if not self.checkpointer.exists(state.step):
-            self.save(None, force=True)
+            self.save(force=True)
         self.log.maybe_log(state, force=True)
         requeued = False
         if self.is_main:
@@ -223,20 +227,21 @@ class Trainer:
         """Collective: last log, eval and checkpoint; a cross-rank weight check; rank 0 writes final/ and exports."""
         state = self.state
         self.log.maybe_log(state, force=True)
-        metrics = self.maybe_evaluate(False, force=True) if state.last_eval.get("step") != state.step else None
+        if state.last_eval.get("step") != state.step:
+            self.maybe_evaluate(False, force=True)
         if not self.checkpointer.exists(state.step):
-            self.save(metrics or state.last_eval or None, force=True)
+            self.save(force=True)
         summary = run_summary(self.accelerator, self.model, state, self.precision)  # collective
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
-            best = state.best_checkpoint if self.cfg.checkpoint.load_best_model_at_end else None
+            best = self.cfg.checkpoint.load_best_model_at_end and state.best_step is not None
             end_of_run(
                 self.out_dir,
                 self.accelerator.unwrap_model(self.model),
                 state_dict,
                 self.processor,
                 summary,
-                best_model=self.out_dir / best / "model" if best else None,
+                best_model=self.out_dir / BEST_DIR if best else None,
                 base_dir=self.base_dir,
                 model_cfg=self.cfg.model,
                 export_cfg=self.cfg.export,

@@ -59,7 +59,8 @@ class PeriodicEval:
             tracker.log_predictions([json.loads(r) for r in rows], step=state.step)
         print0(
             accelerator,
-            f"step {state.step}: eval WER {metrics['wer']:.4f} CER {metrics['cer']:.4f} "
-            f"BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} ({metrics['num_samples']} samples)",
+            f"step {state.step}: eval loss {metrics['loss'] or float('nan'):.4f} WER {metrics['wer']:.4f} "
+            f"CER {metrics['cer']:.4f} BLEU {metrics['bleu']:.2f} chrF {metrics['chrf']:.2f} "
+            f"({metrics['num_samples']} samples)",
         )
         return metrics

@@ -192,3 +192,30 @@ def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):
 def test_unknown_format_is_refused(trained, tmp_path):
     with pytest.raises(ExportError, match="unknown export format"):
         export_model(trained, tmp_path, ["tflite"])
+
+
+def test_onnx_optimize_key_exports_optimised_files_that_agree_with_pytorch(trained, demo_shards, tmp_path):
+    """export.onnx_optimize (a seed key) through the end-of-run export: fewer nodes, the same names, parity holds,
+    and optimum's loader and `mwc transcribe --backend onnx` both open the optimised folder."""
+    from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
+
+    from mwc_dist.config import ExportConfig
+    from mwc_dist.final import export_final
+    from mwc_dist.inference import load_backend
+
+    export = ExportConfig(export_onnx=True, onnx_optimize=True, output_dir=str(tmp_path / "exports"))
+    export_final(trained, export, str(demo_shards), "test", language="es", task="transcribe")
+    onnx_dir = tmp_path / "exports" / "onnx"
+    parity = json.loads((tmp_path / "exports" / "parity.json").read_text())["parity"]
+    assert parity["ok"] and parity["onnx"]["identical_clips"] == 4
+    counts = json.loads((onnx_dir / "optimization.json").read_text())["nodes_before_after"]
+    for name in ("encoder_model.onnx", "decoder_model.onnx", "decoder_with_past_model.onnx"):
+        before, after = counts[name]
+        assert after < before, (name, before, after)
+    ORTModelForSpeechSeq2Seq.from_pretrained(onnx_dir)
+    clips, _, _ = clips_from_shards(demo_shards, "test", 2)
+    ids = [
+        load_backend(kind, path).generate(load_backend("pytorch", trained).features(clips), "es", "transcribe", 20)
+        for kind, path in (("onnx", onnx_dir), ("pytorch", trained))
+    ]
+    assert ids[0] == ids[1]
