@@ -137,8 +137,7 @@ def evaluate(
     unwrapped.eval()
     fe = processor.feature_extractor
     log_mel = LogMel(fe.feature_size, fe.chunk_length).to(accelerator.device)
-    # labels longer than the decoder holds get no loss (as in training); their text is still scored
-    tokenize = Tokenize(processor.tokenizer, language, task, unwrapped.config.max_target_positions)
+    tokenize = Tokenize(processor.tokenizer, language, task, unwrapped.config.max_target_positions)  # as training
     start = time.perf_counter()
     zero3 = _is_zero3(accelerator)
     if zero3 and guard is not None:
@@ -160,13 +159,11 @@ def evaluate(
     rows, seconds, greedy_seconds, loss = _transcribe_share(batches, decode, loss_of, guarded=guard is not None)
     took = time.perf_counter() - start - loss["seconds"]  # decoding only
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
-    timings = gather_object([(greedy_seconds if guard is not None else took, seconds, took)])
-    losses = gather_object([(loss["sum"], loss["tokens"])])  # collective
+    greedy = greedy_seconds if guard is not None else took
+    ranks = gather_object([{"greedy": greedy, "audio": seconds, "all": took, **loss}])  # collective
     if was_training:
         unwrapped.train()
-    metrics = score(rows, timings, rows[0]["language"] or language if rows else language, guard)
-    tokens = sum(n for _, n in losses)
-    metrics["loss"] = sum(s for s, _ in losses) / tokens if tokens else None
+    metrics = score(rows, ranks, rows[0]["language"] or language if rows else language, guard)
     if accelerator.is_main_process and out_dir is not None:
         write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
     accelerator.wait_for_everyone()
@@ -214,8 +211,9 @@ def _transcribe_share(batches, decode, loss_of, guarded: bool) -> tuple[list[dic
     return rows, seconds, greedy_seconds, loss
 
 
-def score(rows: list[dict], timings: list[tuple], language: str | None, guard: Guard | None) -> dict:
-    """Metrics of the gathered rows; ``timings``: (greedy seconds, audio seconds, all seconds) per rank."""
+def score(rows: list[dict], ranks: list[dict], language: str | None, guard: Guard | None) -> dict:
+    """Metrics of the gathered rows; ``ranks``: each rank's seconds (greedy decoding, audio, all decoding) and
+    label loss (sum over its tokens, tokens)."""
     metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], language)
     if guard is not None:
         metrics["guarded"] = compute_metrics(
@@ -223,10 +221,12 @@ def score(rows: list[dict], timings: list[tuple], language: str | None, guard: G
         ) | {
             "fallbacks": sum(r["fallback_temperature"] > 0 for r in rows),
             "guard": dataclasses.asdict(guard),
-            "decode_seconds": max(t for _, _, t in timings),  # greedy pass and fallbacks
+            "decode_seconds": max(r["all"] for r in ranks),  # greedy pass and fallbacks
         }
-    metrics["audio_seconds"] = sum(s for _, s, _ in timings)
-    metrics["decode_seconds"] = max(t for t, _, _ in timings)  # greedy
+    metrics["audio_seconds"] = sum(r["audio"] for r in ranks)
+    metrics["decode_seconds"] = max(r["greedy"] for r in ranks)
+    tokens = sum(r["tokens"] for r in ranks)
+    metrics["loss"] = sum(r["sum"] for r in ranks) / tokens if tokens else None
     metrics["real_time_factor"] = metrics["decode_seconds"] / max(metrics["audio_seconds"], 1e-9)
     return metrics
 

@@ -78,21 +78,14 @@ class Trainer:
             max_samples=self.processor.feature_extractor.n_samples,
         )
         eval_shards = load_eval_shards(cfg.data, cfg.train.eval_steps, accelerator)
-        self.periodic_eval = PeriodicEval(
-            cfg.train, eval_shards, out_dir, language=cfg.model.language, task=cfg.model.task
-        )
+        self.periodic_eval = PeriodicEval(cfg.train, eval_shards, out_dir, cfg.model.language, cfg.model.task)
         teacher_window = window_seconds(self.teacher.config) if self.teacher is not None else None
         self.data.check_windows(model=window_seconds(model.config), teacher=teacher_window)
         self.total_steps = self.data.total_steps()
         optimizer, self.scheduler = build_optimizer(cfg.train, model, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
         self.loss = TrainLoss(
-            cfg.model,
-            accelerator,
-            self.model,
-            self.teacher,
-            share_encoder=self.share_encoder,
-            freeze_encoder=cfg.train.freeze_encoder,
+            cfg.model, cfg.train.freeze_encoder, accelerator, self.model, self.teacher, self.share_encoder
         )
         self.stepper = OptimizerStep(accelerator, self.model, self.optimizer, self.scheduler, cfg.train.max_grad_norm)
         self.checkpointer = Checkpointer(cfg.checkpoint, out_dir, config_to_yaml(cfg), accelerator)
@@ -152,7 +145,7 @@ class Trainer:
         position = self.data.resume_position(state, log=lambda msg: print0(accelerator, msg))
         progress = progress_bar(self.total_steps, state.step, self.is_main)
         while state.step < self.total_steps:
-            steps = self.data.steps_in_epoch(state.epoch)
+            steps = self.data.start_epoch(state.epoch, log=lambda msg: print0(accelerator, msg))
             for batch in build_train_loader(self.data.stream(state.epoch, skip_items=position)):
                 position += 1
                 state.data_position[rank] = position
@@ -232,6 +225,7 @@ class Trainer:
         if not self.checkpointer.exists(state.step):
             self.save(force=True)
         summary = run_summary(self.accelerator, self.model, state, self.precision)  # collective
+        summary["samples_left_out_per_epoch"] = self.data.left_out_per_epoch(state)
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
             best = self.cfg.checkpoint.load_best_model_at_end and state.best_step is not None

@@ -51,6 +51,22 @@ class TrainData:
             raise ValueError(self._no_batch_message())
         return steps
 
+    def start_epoch(self, epoch: int, log=print) -> int:
+        """Steps in ``epoch``, and a log line that says how many samples it leaves out (never silently)."""
+        steps = self.steps_in_epoch(epoch)
+        log(f"epoch {epoch}: {steps} steps; {self.left_out(epoch)} samples left out to keep the ranks in step")
+        return steps
+
+    def left_out_per_epoch(self, state) -> dict[int, int]:
+        """left_out of every epoch the run has started (run_summary.json)."""
+        return {e: self.left_out(e) for e in range(state.epoch + (1 if state.epoch_step else 0))}
+
+    def left_out(self, epoch: int) -> int:
+        """Samples ``epoch`` leaves out so that every rank takes the same number of steps: partial batches, the
+        surplus of ranks or workers whose shards hold more, an incomplete last accumulation window."""
+        used = self.steps_in_epoch(epoch) * self.t.gradient_accumulation_steps * self.t.per_device_train_batch_size
+        return self.shards.num_samples - used * self.world_size
+
     def total_steps(self) -> int:
         """train.max_steps, or the steps of train.num_epochs epochs."""
         if self.t.max_steps > 0:

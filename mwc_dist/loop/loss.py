@@ -17,7 +17,7 @@ class TrainLoss:
     (audio.features.TrainFeatures), for a teacher that runs its own encoder.
     """
 
-    def __init__(self, m: ModelConfig, accelerator, model, teacher, *, share_encoder: bool, freeze_encoder: bool):
+    def __init__(self, m: ModelConfig, freeze_encoder: bool, accelerator, model, teacher, share_encoder: bool):
         self.m, self.accelerator, self.model, self.teacher = m, accelerator, model, teacher
         self.share_encoder, self.freeze_encoder = share_encoder, freeze_encoder
 

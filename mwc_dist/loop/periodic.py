@@ -26,7 +26,7 @@ def load_eval_shards(data_cfg: DataConfig, eval_steps: int, accelerator) -> Shar
 class PeriodicEval:
     """Generates on the eval split (collective), scores on rank 0, logs eval/* and a predictions table."""
 
-    def __init__(self, t: TrainConfig, shards: ShardSet | None, out_dir: Path, *, language: str | None, task: str):
+    def __init__(self, t: TrainConfig, shards: ShardSet | None, out_dir: Path, language: str | None, task: str):
         self.t, self.shards, self.out_dir, self.language, self.task = t, shards, out_dir, language, task
 
     def due(self, step: int, epoch_done: bool) -> bool:

