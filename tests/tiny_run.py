@@ -40,3 +40,24 @@ def trainer(shards: Path, out: Path, *extra: str):
     t = Trainer(load_config(None, run_args(shards, out, *extra)))
     t.setup()
     return t
+
+
+def tiny_model_30s(folder: Path, seed: int):
+    """(folder, model): tiny-random widened to OpenAI's 30-s window (1500 encoder positions), saved with its
+    processor; what a test needs where the seed's 30-s clips or a 30-s teacher are the point."""
+    import torch
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from mwc_dist.models.build import materialize_preset
+    from mwc_dist.models.student import with_window
+
+    preset = materialize_preset("tiny-random", seed=seed)
+    small = WhisperForConditionalGeneration.from_pretrained(preset)
+    torch.manual_seed(seed)
+    wide = WhisperForConditionalGeneration(
+        type(small.config)(**{**small.config.to_dict(), "max_source_positions": 1500})
+    )
+    wide.generation_config = small.generation_config
+    wide.save_pretrained(folder, safe_serialization=True)
+    with_window(WhisperProcessor.from_pretrained(preset), 30).save_pretrained(folder)
+    return folder, wide

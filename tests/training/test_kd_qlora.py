@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from tiny_run import trainer
+from tiny_run import tiny_model_30s, trainer
 
 from mwc_dist.config import ModelConfig
 from mwc_dist.losses import distillation_loss, kl_teacher_student
@@ -189,21 +189,7 @@ def test_student_moves_towards_its_teacher(tmp_path, demo_shards):
 
 
 def _teacher_with_30s_window(tmp_path):
-    """tiny-random widened to OpenAI's 30-s window (1500 encoder positions), saved with its processor."""
-    from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-    from mwc_dist.models.student import with_window
-
-    preset = materialize_preset("tiny-random", seed=13)
-    small = WhisperForConditionalGeneration.from_pretrained(preset)
-    torch.manual_seed(13)
-    wide = WhisperForConditionalGeneration(
-        type(small.config)(**{**small.config.to_dict(), "max_source_positions": 1500})
-    )
-    wide.generation_config = small.generation_config
-    wide.save_pretrained(tmp_path / "teacher30", safe_serialization=True)
-    with_window(WhisperProcessor.from_pretrained(preset), 30).save_pretrained(tmp_path / "teacher30")
-    return tmp_path / "teacher30", wide
+    return tiny_model_30s(tmp_path / "teacher30", seed=13)
 
 
 def test_student_with_a_shorter_window(tmp_path):
