@@ -159,6 +159,17 @@ class ExportConfig:
 
 
 @dataclass
+class AugmentConfig:
+    """Training-time augmentation on the loader, seeded per sample and epoch; never on evaluation (audio/augment.py)."""
+
+    speed_factors: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]; [] = off
+    noise_dir: str | None = None  # a folder of noise recordings (any audio format); null = no noise
+    noise_prob: float = 0.5  # share of samples that get noise
+    snr_db_min: float = 5.0
+    snr_db_max: float = 20.0
+
+
+@dataclass
 class TrackingConfig:
     """Where metrics go besides the always-on metrics.jsonl (rank 0 only)."""
 
@@ -177,6 +188,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     notes: list[str] = field(default_factory=list, metadata={"internal": True})
 
@@ -344,6 +356,7 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     _validate_data(cfg.data, problems)
     _validate_model(cfg.model, problems)
     _validate_train(cfg.train, problems)
+    _validate_augment(cfg.augment, problems)
     bad_trackers = [r for r in cfg.tracking.report_to if r not in ("tensorboard", "wandb")]
     if bad_trackers:
         problems.append(f"tracking.report_to: unknown {bad_trackers}; choose from tensorboard, wandb")
@@ -355,6 +368,19 @@ def _validate(cfg: Config, problems: list[str]) -> None:
             f"checkpoint.metric_for_best_model: one of {', '.join(BEST_METRICS)} (what an evaluation reports); "
             f"got {c.metric_for_best_model!r}"
         )
+
+
+def _validate_augment(a: AugmentConfig, problems: list[str]) -> None:
+    if any(not 0.5 <= f <= 2.0 for f in a.speed_factors):
+        problems.append(
+            f"augment.speed_factors: each between 0.5 and 2.0 (e.g. [0.9, 1.0, 1.1]); got {a.speed_factors}"
+        )
+    if not 0.0 <= a.noise_prob <= 1.0:
+        problems.append(f"augment.noise_prob: must be in [0, 1]; got {a.noise_prob}")
+    if a.snr_db_min > a.snr_db_max:
+        problems.append(f"augment.snr_db_min ({a.snr_db_min}) must not exceed augment.snr_db_max ({a.snr_db_max})")
+    if a.noise_dir and not Path(a.noise_dir).is_dir():
+        problems.append(f"augment.noise_dir: {a.noise_dir} is not a folder (of noise recordings)")
 
 
 def _validate_data(d: DataConfig, problems: list[str]) -> None:

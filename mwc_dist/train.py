@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mwc_dist.audio.augment import build_augment
 from mwc_dist.audio.features import LogMel, TrainFeatures
 from mwc_dist.checkpoint import BEST_DIR
 from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
@@ -76,6 +77,7 @@ class Trainer:
             rank=accelerator.process_index,
             world_size=accelerator.num_processes,
             max_samples=self.processor.feature_extractor.n_samples,
+            augment=build_augment(cfg.augment, cfg.train.seed, window_seconds(model.config)),
         )
         eval_shards = load_eval_shards(cfg.data, cfg.train.eval_steps, accelerator)
         self.periodic_eval = PeriodicEval(cfg.train, eval_shards, out_dir, cfg.model.language, cfg.model.task)

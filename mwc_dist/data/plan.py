@@ -6,6 +6,7 @@ optimizer steps is known before the first batch.
 
 from __future__ import annotations
 
+from mwc_dist.audio.augment import Augment
 from mwc_dist.config import DataConfig, TrainConfig
 from mwc_dist.data.stream import Tokenize, TrainStream, load_shard_set
 
@@ -14,9 +15,17 @@ class TrainData:
     """data.* (shards, loader workers) and the batching keys of train.* (batch size, shuffle, buckets, seed)."""
 
     def __init__(
-        self, d: DataConfig, t: TrainConfig, tokenize: Tokenize, *, rank: int, world_size: int, max_samples: int
+        self,
+        d: DataConfig,
+        t: TrainConfig,
+        tokenize: Tokenize,
+        *,
+        rank: int,
+        world_size: int,
+        max_samples: int,
+        augment: Augment | None = None,
     ):
-        self.d, self.t, self.tokenize = d, t, tokenize
+        self.d, self.t, self.tokenize, self.augment = d, t, tokenize, augment
         self.rank, self.world_size, self.max_samples = rank, world_size, max_samples
         self.shards = load_shard_set(d, "train")
 
@@ -35,6 +44,7 @@ class TrainData:
             bucket_size=self.t.bucket_batches,
             max_samples=self.max_samples,
             skip_items=skip_items,
+            augment=self.augment,
         )
 
     def resume_position(self, state, log=print) -> int:

@@ -141,17 +141,22 @@ def _decode(payload: bytes, dtype: str) -> np.ndarray:
     return wave
 
 
-def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int) -> dict[str, Any]:
+def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int, augment=None) -> dict[str, Any]:
     """Decode and pad one batch: audio [B, N] (+ lengths), labels [B, L] with -100 padding.
 
     FLAC shards hold 16-bit PCM: the batch stays int16 (exact, half the bytes through the loader's worker
     pipes and to the device; LogMel scales it by 1/32768, as a float decode would). WAV shards are float32.
+    With ``augment`` (audio/augment.py; training only) each sample's planned speed and noise are applied to
+    its float32 decode, and the batch says what was done (``speeds``, ``snr_db``).
     """
     flac = "flac" in samples[0]
-    dtype = "int16" if flac else "float32"
-    waves = [_decode(s["flac"] if flac else s["wav"], dtype)[:max_samples] for s in samples]
+    int16 = flac and augment is None
+    waves = [_decode(s["flac"] if flac else s["wav"], "int16" if int16 else "float32") for s in samples]
+    if augment is not None:
+        waves = [augment.apply(w, s["__plan__"]) for w, s in zip(waves, samples)]
+    waves = [w[:max_samples] for w in waves]
     metas = [json.loads(s["json"]) for s in samples]
-    audio = torch.zeros(len(waves), max(len(w) for w in waves), dtype=torch.int16 if flac else torch.float32)
+    audio = torch.zeros(len(waves), max(len(w) for w in waves), dtype=torch.int16 if int16 else torch.float32)
     for i, w in enumerate(waves):
         audio[i, : len(w)] = torch.from_numpy(w)
     label_ids = [tokenize(m["text"], m.get("language")) for m in metas]
@@ -171,7 +176,26 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int)
         "labels_over_limit": len(over),
         "languages": [m.get("language") for m in metas],
         "seconds": float(sum(len(w) for w in waves)) / SAMPLE_RATE,
-    }
+    } | _augmented(samples, augment)
+
+
+def _augmented(samples: list[dict[str, Any]], augment) -> dict[str, Any]:
+    if augment is None:
+        return {}
+    return {"speeds": [s["__plan__"].speed for s in samples], "snr_db": [s["__plan__"].snr_db for s in samples]}
+
+
+def _duration(sample: dict[str, Any]) -> float:
+    """The clip's duration as it will be trained on (after speed perturbation, when planned)."""
+    return sample["__duration__"] if "__duration__" in sample else json.loads(sample["json"])["duration"]
+
+
+def plan_augmentation(samples: Iterator[dict], augment, epoch: int) -> Iterator[dict]:
+    """Attach each sample's augmentation plan and its new duration (what the buckets sort by)."""
+    for sample in samples:
+        duration = json.loads(sample["json"])["duration"]
+        plan = augment.plan(sample["__key__"], epoch, duration)
+        yield sample | {"__plan__": plan, "__duration__": duration / plan.speed}
 
 
 def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int) -> Iterator[list[dict]]:
@@ -187,7 +211,7 @@ def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int
 
 
 def _cut(bucket: list[dict], batch_size: int) -> Iterator[list[dict]]:
-    bucket.sort(key=lambda s: json.loads(s["json"])["duration"])
+    bucket.sort(key=_duration)
     for start in range(0, len(bucket) - batch_size + 1, batch_size):
         yield bucket[start : start + batch_size]
 
@@ -211,12 +235,13 @@ class TrainStream(IterableDataset):
         bucket_size: int,
         max_samples: int,
         skip_items: int = 0,
+        augment=None,
     ):
         self.shards, self.tokenize = shards, tokenize
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
         self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items = skip_items
+        self.skip_items, self.augment = skip_items, augment
 
     # -- the plan, computable on every rank from the manifest counts alone
     def shard_order(self) -> list[int]:
@@ -251,6 +276,8 @@ class TrainStream(IterableDataset):
         samples = tar_samples(urls)
         if self.shuffle_buffer > 1:
             samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
+        if self.augment is not None:  # -> each sample's speed and noise for this epoch (buckets use the new length)
+            samples = plan_augmentation(samples, self.augment, self.epoch)
         # -> duration buckets -> batches (still undecoded)
         batches = bucket_batches(samples, self.batch_size, self.bucket_size)
         # -> pad to the longest worker of this rank, so the loader's round robin stays regular
@@ -262,7 +289,7 @@ class TrainStream(IterableDataset):
                 break
             n += 1
             if n > skip:  # -> skip what was consumed before a resume, before decoding
-                yield collate(batch, self.tokenize, self.max_samples)  # -> decode -> tokenise -> collate
+                yield collate(batch, self.tokenize, self.max_samples, self.augment)  # -> decode (augment) -> collate
         for _ in range(n, target):
             n += 1
             if n > skip:
