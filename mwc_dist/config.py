@@ -67,6 +67,13 @@ class DataConfig:
     train_shards: str | None = None  # paths/brace patterns/pipe: URLs ("::"-separated); default: shard_dir's manifest
     eval_shards: str | None = None
     eval_split: str = "validation"  # which split of shard_dir evaluation reads
+    # endless training streams (data/mix.py; train.max_steps sets the length): shards drawn with replacement from
+    # data.shard_dir's train split (resampled: true), or from several shard folders' train splits, each sample's
+    # folder drawn with p_i ~ (mix_weights[i] or its sample count) ** (1 / mix_temperature)
+    resampled: bool = False
+    mix_shard_dirs: list[str] = field(default_factory=list)
+    mix_weights: list[float] = field(default_factory=list)  # [] = each folder's sample count
+    mix_temperature: float = 1.0  # > 1 flattens toward uniform (multilingual ASR's temperature sampling)
 
 
 @dataclass
@@ -354,6 +361,8 @@ BEST_METRICS = ("wer", "cer", "bleu", "chrf", "loss", "raw_wer", "raw_cer", "ins
 
 def _validate(cfg: Config, problems: list[str]) -> None:
     _validate_data(cfg.data, problems)
+    if (cfg.data.resampled or cfg.data.mix_shard_dirs) and cfg.train.max_steps <= 0:
+        problems.append("data.resampled / data.mix_shard_dirs: an endless stream has no epochs; set train.max_steps")
     _validate_model(cfg.model, problems)
     _validate_train(cfg.train, problems)
     _validate_augment(cfg.augment, problems)
@@ -411,6 +420,15 @@ def _validate_data(d: DataConfig, problems: list[str]) -> None:
         problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
     if d.shard_audio_format not in ("flac", "wav"):
         problems.append(f"data.shard_audio_format: must be flac or wav; got {d.shard_audio_format!r}")
+    if d.mix_weights and len(d.mix_weights) != len(d.mix_shard_dirs):
+        problems.append(
+            f"data.mix_weights: one weight per folder of data.mix_shard_dirs ({len(d.mix_shard_dirs)}); "
+            f"got {len(d.mix_weights)}"
+        )
+    if any(w <= 0 for w in d.mix_weights) or d.mix_temperature <= 0:
+        problems.append(
+            f"data.mix_weights and data.mix_temperature must be > 0; got {d.mix_weights}, {d.mix_temperature}"
+        )
     if d.eval_split not in SPLITS:
         problems.append(f"data.eval_split: must be one of {', '.join(SPLITS)}; got {d.eval_split!r}")
 

@@ -92,7 +92,8 @@ class Augment:
             self._noise = load_noise(self.a.noise_dir) if self.a.noise_dir else []
         return self._noise
 
-    def plan(self, key: str, epoch: int, duration: float) -> Plan:
+    def plan(self, key: str, epoch: int | str, duration: float) -> Plan:
+        """``epoch``: the epoch, or for an endless stream (data/mix.py) which draw of the stream this is."""
         rng = random.Random(f"{self.seed}-{epoch}-{key}")
         speed = rng.choice(self.a.speed_factors) if self.a.speed_factors else 1.0
         if duration / speed > self.max_seconds:  # slowed past the window: keep the clip whole instead

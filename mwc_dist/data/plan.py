@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from mwc_dist.audio.augment import Augment
 from mwc_dist.config import DataConfig, TrainConfig
-from mwc_dist.data.stream import Tokenize, TrainStream, load_shard_set
+from mwc_dist.data.mix import ResampledStream, mix_probabilities
+from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, load_shard_set
 
 
 class TrainData:
@@ -27,10 +28,31 @@ class TrainData:
     ):
         self.d, self.t, self.tokenize, self.augment = d, t, tokenize, augment
         self.rank, self.world_size, self.max_samples = rank, world_size, max_samples
-        self.shards = load_shard_set(d, "train")
+        self.endless = d.resampled or bool(d.mix_shard_dirs)  # data/mix.py: one endless epoch of max_steps
+        dirs = d.mix_shard_dirs
+        self.sets = (
+            [load_shard_set(DataConfig(shard_dir=s), "train") for s in dirs] if dirs else [load_shard_set(d, "train")]
+        )
+        self.probabilities = mix_probabilities([s.num_samples for s in self.sets], d.mix_weights, d.mix_temperature)
+        self.shards = self.sets[0] if len(self.sets) == 1 else _union(self.sets)
 
-    def stream(self, epoch: int, skip_items: int = 0) -> TrainStream:
+    def stream(self, epoch: int, skip_items: int = 0) -> TrainStream | ResampledStream:
         """This rank's batches of ``epoch``, the first ``skip_items`` loader items skipped (a resumed epoch)."""
+        if self.endless:
+            return ResampledStream(
+                self.sets,
+                self.probabilities,
+                self.tokenize,
+                batch_size=self.t.per_device_train_batch_size,
+                seed=self.t.seed,
+                rank=self.rank,
+                num_workers=self.d.num_workers,
+                shuffle_buffer=self.t.shuffle_buffer,
+                bucket_size=self.t.bucket_batches,
+                max_samples=self.max_samples,
+                skip_items=skip_items,
+                augment=self.augment,
+            )
         return TrainStream(
             self.shards,
             self.tokenize,
@@ -56,6 +78,8 @@ class TrainData:
 
     def steps_in_epoch(self, epoch: int) -> int:
         """Optimizer steps in ``epoch``; a ValueError that says what to change when some rank has no batch."""
+        if self.endless:
+            return self.t.max_steps
         steps = self.stream(epoch).steps_per_epoch() // self.t.gradient_accumulation_steps
         if steps == 0:
             raise ValueError(self._no_batch_message())
@@ -64,6 +88,10 @@ class TrainData:
     def start_epoch(self, epoch: int, log=print) -> int:
         """Steps in ``epoch``, and a log line that says how many samples it leaves out (never silently)."""
         steps = self.steps_in_epoch(epoch)
+        if self.endless:
+            mix = ", ".join(f"{len(s.urls)} shards p={p:.3f}" for s, p in zip(self.sets, self.probabilities))
+            log(f"endless stream, shards drawn with replacement ({mix}): {steps} steps")
+            return steps
         log(f"epoch {epoch}: {steps} steps; {self.left_out(epoch)} samples left out to keep the ranks in step")
         return steps
 
@@ -73,7 +101,10 @@ class TrainData:
 
     def left_out(self, epoch: int) -> int:
         """Samples ``epoch`` leaves out so that every rank takes the same number of steps: partial batches, the
-        surplus of ranks or workers whose shards hold more, an incomplete last accumulation window."""
+        surplus of ranks or workers whose shards hold more, an incomplete last accumulation window. An endless
+        stream leaves nothing out."""
+        if self.endless:
+            return 0
         used = self.steps_in_epoch(epoch) * self.t.gradient_accumulation_steps * self.t.per_device_train_batch_size
         return self.shards.num_samples - used * self.world_size
 
@@ -101,3 +132,9 @@ class TrainData:
             f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
             f"shards), or lower the batch size or data.num_workers."
         )
+
+
+def _union(sets: list[ShardSet]) -> ShardSet:
+    windows = [s.max_seconds for s in sets if s.max_seconds is not None]
+    longest = max(windows) if windows else None
+    return ShardSet([u for s in sets for u in s.urls], [c for s in sets for c in s.counts], longest)

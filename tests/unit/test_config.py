@@ -132,7 +132,7 @@ def test_bare_no_stays_a_string(tmp_path):
     assert load_config(None, ["checkpoint.save_strategy=no"]).checkpoint.save_strategy == "no"
 
 
-def test_the_readme_augmentation_example_loads_and_takes_effect(tmp_path):
+def test_the_readme_mixing_and_augmentation_example_loads(tmp_path):
     text = (ROOT / "README.md").read_text()
     (block,) = [b for b in re.findall(r"```yaml\n(.*?)```", text, re.S) if "augment:" in b]
     (tmp_path / "noise").mkdir()
@@ -141,6 +141,11 @@ def test_the_readme_augmentation_example_loads_and_takes_effect(tmp_path):
     cfg = load_config(path)
     assert cfg.augment.speed_factors == [0.9, 1.0, 1.1] and cfg.augment.noise_dir == str(tmp_path / "noise")
     assert (cfg.augment.noise_prob, cfg.augment.snr_db_min, cfg.augment.snr_db_max) == (0.5, 5, 20)
-    assert cfg.train.spec_augment is True
+    assert cfg.train.spec_augment is True and cfg.train.max_steps == 20000
+    assert (cfg.data.mix_shard_dirs, cfg.data.mix_weights, cfg.data.mix_temperature) == (
+        ["shards/es", "shards/ca"],
+        [3.0, 1.0],
+        1.0,
+    )
     with pytest.raises(ConfigError, match=r"augment\.snr_db_min \(30\.0\) must not exceed augment\.snr_db_max"):
         load_config(path, ["augment.snr_db_min=30.0"])

@@ -1,0 +1,96 @@
+"""Endless training streams: shards drawn with replacement, from one shard set or a weighted mix of several.
+
+For corpora where an epoch means nothing, and for training on several corpora at once (data.resampled,
+data.mix_shard_dirs; train.max_steps sets the length). Each rank and loader worker draws on its own generator,
+seeded by (train.seed, rank, worker), as WebDataset's ``resampled=True`` does:
+
+    for every sample: a set i ~ p (mix_probabilities) -> the next sample of set i, whose endless reader draws
+    a shard of i with replacement and reads it through -> shuffle buffer -> augmentation plan -> duration
+    buckets -> batches -> (skip what was consumed before a resume) -> decode, tokenise, collate
+
+Every worker's stream is endless, so every rank takes the same number of steps with nothing left out. Exact
+resume replays the stream up to this rank's position without decoding (reading the tar members again: the
+cost of a resume grows with the steps already taken).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Iterator
+from typing import Any
+
+from torch.utils.data import IterableDataset, get_worker_info
+
+from mwc_dist.data.stream import ShardSet, Tokenize, bucket_batches, collate, tar_samples
+
+
+def mix_probabilities(sizes: list[int], weights: list[float], temperature: float) -> list[float]:
+    """p_i ~ (weights[i], or sizes[i] without weights) ** (1 / temperature), normalised."""
+    base = weights or sizes
+    raised = [float(b) ** (1.0 / temperature) for b in base]
+    return [r / sum(raised) for r in raised]
+
+
+def _endless(urls: list[str], rng: random.Random) -> Iterator[dict[str, Any]]:
+    while True:  # one shard at a time, drawn with replacement
+        yield from tar_samples([rng.choice(urls)])
+
+
+class ResampledStream(IterableDataset):
+    """One rank's endless training batches (see the module docstring); batches carry ``sources`` (set indices)."""
+
+    def __init__(
+        self,
+        sets: list[ShardSet],
+        probabilities: list[float],
+        tokenize: Tokenize,
+        *,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        num_workers: int,
+        shuffle_buffer: int,
+        bucket_size: int,
+        max_samples: int,
+        skip_items: int = 0,
+        augment=None,
+    ):
+        self.sets, self.probabilities, self.tokenize = sets, probabilities, tokenize
+        self.batch_size, self.seed, self.rank, self.num_workers = batch_size, seed, rank, max(1, num_workers)
+        self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
+        self.skip_items, self.augment = skip_items, augment
+
+    def samples(self, worker: int) -> Iterator[dict[str, Any]]:
+        """The worker's endless sample stream, each tagged with its set (``__source__``)."""
+        seed = f"{self.seed}-{self.rank}-{worker}"
+        readers = [_endless(s.urls, random.Random(f"{seed}-set{i}")) for i, s in enumerate(self.sets)]
+        rng, indices = random.Random(f"{seed}-mix"), range(len(self.sets))
+        while True:
+            i = rng.choices(indices, weights=self.probabilities)[0]
+            yield next(readers[i]) | {"__source__": i}
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        import webdataset as wds
+
+        info = get_worker_info()
+        assert (info.num_workers if info else 1) == self.num_workers, "DataLoader workers != planned workers"
+        worker = ((info.id if info else 0) + self.skip_items) % self.num_workers  # as TrainStream: resume rotates
+        samples = self.samples(worker)
+        if self.shuffle_buffer > 1:
+            rng = random.Random(f"{self.seed}-{self.rank}-{worker}-shuffle")
+            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
+        if self.augment is not None:  # a plan per draw: a sample drawn twice gets two plans
+            samples = self._plan(samples, f"{self.rank}-{worker}")
+        skip = (self.skip_items - worker + self.num_workers - 1) // self.num_workers if self.skip_items > worker else 0
+        for n, batch in enumerate(bucket_batches(samples, self.batch_size, self.bucket_size), start=1):
+            if n > skip:  # what was consumed before a resume is skipped before decoding
+                yield collate(batch, self.tokenize, self.max_samples, self.augment) | {
+                    "sources": [s["__source__"] for s in batch]
+                }
+
+    def _plan(self, samples: Iterator[dict], stream: str) -> Iterator[dict]:
+        for n, sample in enumerate(samples):
+            duration = json.loads(sample["json"])["duration"]
+            plan = self.augment.plan(sample["__key__"], f"{stream}-{n}", duration)
+            yield sample | {"__plan__": plan, "__duration__": duration / plan.speed}
