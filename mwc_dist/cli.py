@@ -102,6 +102,23 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_pseudo_label(args: argparse.Namespace) -> int:
+    from mwc_dist.data.pseudo import pseudo_label
+
+    summary = pseudo_label(
+        args.model,
+        args.data,
+        args.out,
+        split=args.split,
+        batch_size=args.batch_size,
+        language=args.language,
+        max_new_tokens=args.max_new_tokens,
+    )
+    if summary is not None:
+        print(json.dumps(summary, indent=2))
+    return 0
+
+
 def cmd_import_ct2(args: argparse.Namespace) -> int:
     from mwc_dist.models.ct2_import import import_ct2, package_sources
 
@@ -317,6 +334,27 @@ def _add_eval(sub) -> None:
     p.set_defaults(fn=cmd_eval)
 
 
+def _add_pseudo_label(sub) -> None:
+    p = sub.add_parser(
+        "pseudo-label",
+        help="a teacher transcribes a shard split once: new shards with its text and quality beside the reference",
+        description="Write OUT/<shard>.tar for every shard of DATA/<split>: the same samples with the teacher's "
+        "greedy text, tokens and quality signals (mean log-probability, compression ratio, a repeated n-gram, WER "
+        "against the reference) added, plus OUT/<split>.manifest.json and OUT/pseudo_labels.json; the other "
+        "splits are linked. Restartable (finished shards are skipped) and byte-identical on any number of ranks "
+        "(accelerate launch -m mwc_dist.cli pseudo-label ...). Train on it with data.shard_dir=OUT "
+        "data.text_field=teacher_text.",
+    )
+    p.add_argument("--model", required=True, help="the teacher: a Hugging Face Whisper folder")
+    p.add_argument("--data", required=True, help="shard folder with <split>.manifest.json (from `mwc shard`)")
+    p.add_argument("--out", required=True, help="output shard folder")
+    p.add_argument("--split", default="train", help="which split to label (default train)")
+    p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
+    p.add_argument("--language", default=None, help="language for samples that name none (e.g. es)")
+    p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per clip (default 128)")
+    p.set_defaults(fn=cmd_pseudo_label)
+
+
 def _add_import_ct2(sub) -> None:
     p = sub.add_parser(
         "import-ct2",
@@ -443,6 +481,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_demo_data,
         _add_train,
         _add_eval,
+        _add_pseudo_label,
         _add_import_ct2,
         _add_make_student,
         _add_export,

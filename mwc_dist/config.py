@@ -70,6 +70,12 @@ class DataConfig:
     # endless training streams (data/mix.py; train.max_steps sets the length): shards drawn with replacement from
     # data.shard_dir's train split (resampled: true), or from several shard folders' train splits, each sample's
     # folder drawn with p_i ~ (mix_weights[i] or its sample count) ** (1 / mix_temperature)
+    # the training text: the reference (text), or a teacher's pseudo-label (teacher_text, from `mwc pseudo-label`),
+    # kept only where its quality passes: WER vs the reference, mean token log-prob, gzip compression ratio
+    text_field: str = "text"
+    pseudo_max_wer: float = 0.1
+    pseudo_min_avg_logprob: float = -1.0
+    pseudo_max_compression_ratio: float = 2.4
     resampled: bool = False
     mix_shard_dirs: list[str] = field(default_factory=list)
     mix_weights: list[float] = field(default_factory=list)  # [] = each folder's sample count
@@ -420,6 +426,8 @@ def _validate_data(d: DataConfig, problems: list[str]) -> None:
         problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
     if d.shard_audio_format not in ("flac", "wav"):
         problems.append(f"data.shard_audio_format: must be flac or wav; got {d.shard_audio_format!r}")
+    if d.text_field not in ("text", "teacher_text"):
+        problems.append(f"data.text_field: text (the reference) or teacher_text (pseudo-labels); got {d.text_field!r}")
     if d.mix_weights and len(d.mix_weights) != len(d.mix_shard_dirs):
         problems.append(
             f"data.mix_weights: one weight per folder of data.mix_shard_dirs ({len(d.mix_shard_dirs)}); "

@@ -96,6 +96,23 @@ def build_accelerator(t: TrainConfig, report_to: list[str]):
     return accelerator
 
 
+def build_process_state():
+    """Rank and world for collective work outside training (``mwc pseudo-label``): accelerate's PartialState,
+    gloo on CPU, with the launcher check of build_accelerator."""
+    from accelerate import PartialState
+
+    slurm_env_to_torch()
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").lower() in ("1", "true") or not torch.cuda.is_available()
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    state = PartialState(cpu=use_cpu, **({"backend": "gloo"} if use_cpu and launched > 1 else {}))
+    if launched != state.num_processes:
+        raise RuntimeError(
+            f"the launcher started {launched} processes but this one sees a world of {state.num_processes}; on a "
+            "machine without GPUs run `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu ...`"
+        )
+    return state
+
+
 def check_precision(mixed_precision: str, use_cpu: bool) -> None:
     """fp16 needs a GPU: accelerate would run it on CPU as plain fp32 without a word (no autocast, no scaler)."""
     if mixed_precision == "fp16" and use_cpu:

@@ -108,9 +108,7 @@ class Trainer:
         self.preemption = Preemption(cfg.train.requeue_on_preemption)
         self.skipped = None  # why the last optimizer step was skipped (loop/step.py SkipReason), None: it updated
         print0(
-            accelerator,
-            f"world size {accelerator.num_processes}; precision {self.precision}; {self.data.shards.num_samples} "
-            f"train samples in {len(self.data.shards.urls)} shards; {self.total_steps} optimizer steps",
+            accelerator, f"world size {accelerator.num_processes}; precision {self.precision}; {self.data.describe()}"
         )
 
     def _build_models(self):
@@ -227,7 +225,7 @@ class Trainer:
         if not self.checkpointer.exists(state.step):
             self.save(force=True)
         summary = run_summary(self.accelerator, self.model, state, self.precision)  # collective
-        summary["samples_left_out_per_epoch"] = self.data.left_out_per_epoch(state)
+        summary |= self.data.summary(state)
         state_dict = self.accelerator.get_state_dict(self.model)  # collective under ZeRO-3
         if self.is_main:
             best = self.cfg.checkpoint.load_best_model_at_end and state.best_step is not None

@@ -32,9 +32,10 @@ def mix_probabilities(sizes: list[int], weights: list[float], temperature: float
     return [r / sum(raised) for r in raised]
 
 
-def _endless(urls: list[str], rng: random.Random) -> Iterator[dict[str, Any]]:
-    while True:  # one shard at a time, drawn with replacement
-        yield from tar_samples([rng.choice(urls)])
+def _endless(urls: list[str], rng: random.Random, select=None) -> Iterator[dict[str, Any]]:
+    while True:  # one shard at a time, drawn with replacement (through the pseudo-label filter, if any)
+        samples = tar_samples([rng.choice(urls)])
+        yield from select(samples) if select is not None else samples
 
 
 class ResampledStream(IterableDataset):
@@ -55,16 +56,17 @@ class ResampledStream(IterableDataset):
         max_samples: int,
         skip_items: int = 0,
         augment=None,
+        select=None,
     ):
         self.sets, self.probabilities, self.tokenize = sets, probabilities, tokenize
         self.batch_size, self.seed, self.rank, self.num_workers = batch_size, seed, rank, max(1, num_workers)
         self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items, self.augment = skip_items, augment
+        self.skip_items, self.augment, self.select = skip_items, augment, select
 
     def samples(self, worker: int) -> Iterator[dict[str, Any]]:
         """The worker's endless sample stream, each tagged with its set (``__source__``)."""
         seed = f"{self.seed}-{self.rank}-{worker}"
-        readers = [_endless(s.urls, random.Random(f"{seed}-set{i}")) for i, s in enumerate(self.sets)]
+        readers = [_endless(s.urls, random.Random(f"{seed}-set{i}"), self.select) for i, s in enumerate(self.sets)]
         rng, indices = random.Random(f"{seed}-mix"), range(len(self.sets))
         while True:
             i = rng.choices(indices, weights=self.probabilities)[0]

@@ -6,9 +6,13 @@ optimizer steps is known before the first batch.
 
 from __future__ import annotations
 
+import functools
+from collections import Counter
+
 from mwc_dist.audio.augment import Augment
 from mwc_dist.config import DataConfig, TrainConfig
 from mwc_dist.data.mix import ResampledStream, mix_probabilities
+from mwc_dist.data.pseudo import QualityFilter, filter_counts, select_pseudo_labels
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, load_shard_set
 
 
@@ -33,6 +37,10 @@ class TrainData:
         self.sets = (
             [load_shard_set(DataConfig(shard_dir=s), "train") for s in dirs] if dirs else [load_shard_set(d, "train")]
         )
+        self.select, self.pseudo_dropped = None, {}
+        if d.text_field == "teacher_text":  # pseudo-labels: plan with what the filter keeps, count what it drops
+            self.sets, self.pseudo_dropped = _filtered(self.sets, QualityFilter.from_config(d))
+            self.select = functools.partial(select_pseudo_labels, quality_filter=QualityFilter.from_config(d))
         self.probabilities = mix_probabilities([s.num_samples for s in self.sets], d.mix_weights, d.mix_temperature)
         self.shards = self.sets[0] if len(self.sets) == 1 else _union(self.sets)
 
@@ -52,6 +60,7 @@ class TrainData:
                 max_samples=self.max_samples,
                 skip_items=skip_items,
                 augment=self.augment,
+                select=self.select,
             )
         return TrainStream(
             self.shards,
@@ -67,6 +76,7 @@ class TrainData:
             max_samples=self.max_samples,
             skip_items=skip_items,
             augment=self.augment,
+            select=self.select,
         )
 
     def resume_position(self, state, log=print) -> int:
@@ -95,9 +105,20 @@ class TrainData:
         log(f"epoch {epoch}: {steps} steps; {self.left_out(epoch)} samples left out to keep the ranks in step")
         return steps
 
-    def left_out_per_epoch(self, state) -> dict[int, int]:
-        """left_out of every epoch the run has started (run_summary.json)."""
-        return {e: self.left_out(e) for e in range(state.epoch + (1 if state.epoch_step else 0))}
+    def describe(self) -> str:
+        """One line for the start of the run: samples, shards, steps, the pseudo-labels the filter drops."""
+        text = f"{self.shards.num_samples} train samples in {len(self.shards.urls)} shards; {self.total_steps()} steps"
+        if self.d.text_field == "teacher_text":
+            drops = ", ".join(f"{n} {why}" for why, n in self.pseudo_dropped.items()) or "none"
+            text += f"; training on pseudo-labels, dropped by the quality filter: {drops}"
+        return text
+
+    def summary(self, state) -> dict:
+        """For run_summary.json: the samples each started epoch left out; the pseudo-labels the filter dropped."""
+        epochs = range(state.epoch + (1 if state.epoch_step else 0))
+        return {"samples_left_out_per_epoch": {e: self.left_out(e) for e in epochs}} | (
+            {"pseudo_labels_dropped": self.pseudo_dropped} if self.d.text_field == "teacher_text" else {}
+        )
 
     def left_out(self, epoch: int) -> int:
         """Samples ``epoch`` leaves out so that every rank takes the same number of steps: partial batches, the
@@ -138,3 +159,13 @@ def _union(sets: list[ShardSet]) -> ShardSet:
     windows = [s.max_seconds for s in sets if s.max_seconds is not None]
     longest = max(windows) if windows else None
     return ShardSet([u for s in sets for u in s.urls], [c for s in sets for c in s.counts], longest)
+
+
+def _filtered(sets: list[ShardSet], quality_filter: QualityFilter) -> tuple[list[ShardSet], dict[str, int]]:
+    """The sets with the counts the pseudo-label filter keeps (read from the quality files), and the drops."""
+    out, dropped = [], Counter()
+    for s in sets:
+        kept, drops = filter_counts(s.urls, quality_filter)
+        out.append(ShardSet(s.urls, kept, s.max_seconds))
+        dropped.update(drops)
+    return out, dict(dropped.most_common())

@@ -236,12 +236,13 @@ class TrainStream(IterableDataset):
         max_samples: int,
         skip_items: int = 0,
         augment=None,
+        select=None,
     ):
         self.shards, self.tokenize = shards, tokenize
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
         self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items, self.augment = skip_items, augment
+        self.skip_items, self.augment, self.select = skip_items, augment, select
 
     # -- the plan, computable on every rank from the manifest counts alone
     def shard_order(self) -> list[int]:
@@ -274,6 +275,8 @@ class TrainStream(IterableDataset):
         rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
         # shard list -> (shuffled, split by rank and worker above) -> tar samples -> shuffle buffer
         samples = tar_samples(urls)
+        if self.select is not None:  # -> pseudo-labels that pass the quality filter (data/pseudo.py)
+            samples = self.select(samples)
         if self.shuffle_buffer > 1:
             samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
         if self.augment is not None:  # -> each sample's speed and noise for this epoch (buckets use the new length)

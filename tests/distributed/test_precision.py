@@ -123,6 +123,7 @@ def test_fp16_scaler_overflow_skips_lowers_scale_and_counts(tmp_path, demo_shard
     # what accelerate.prepare() builds for CUDA fp16: the scaler on the Accelerator and in the wrapped optimizer
     trainer.accelerator.scaler = scaler
     trainer.optimizer = AcceleratedOptimizer(trainer.optimizer.optimizer, device_placement=False, scaler=scaler)
+    trainer.stepper.optimizer = trainer.optimizer  # the part that steps it (loop/step.py)
     trainer.accelerator._optimizers = [trainer.optimizer]
     _inject(trainer, {3: "inf"})
     scales, weights = {}, {}

@@ -1,0 +1,226 @@
+"""Pseudo-labels: a teacher transcribes the training audio once; new shards carry its text beside the reference.
+
+    mwc pseudo-label --model TEACHER --data SHARDS --out OUT [--split train] [--batch-size 8] [--language es]
+    accelerate launch -m mwc_dist.cli pseudo-label ...    # ranks take disjoint shards: shard i -> rank i % world
+
+Each shard of SHARDS/<split> becomes OUT/<same name>.tar with every sample unchanged (same audio bytes) but its
+json gaining ``teacher_text``, ``teacher_tokens`` and ``quality``: the greedy decode's mean token log-probability,
+the gzip compression ratio of its text, the n-gram it repeats 3+ times in a row (or null), and its WER against
+the reference (null for a sample without one). ``OUT/<name>.quality.jsonl`` repeats the key and quality of every
+sample, so that training can count what its filter keeps without reading the audio.
+
+A shard is written under a temporary name and renamed when complete: a killed run started again skips the
+finished shards. Tar members carry fixed metadata and each shard is batched the same way wherever it runs, so
+the output is byte-identical to an uninterrupted run's and to a run on any number of ranks. Memory: one batch.
+Rank 0 then writes OUT/<split>.manifest.json and OUT/pseudo_labels.json (counts, samples without a reference,
+what the default filter would drop, by reason), and links the other splits' shards and manifests into OUT, so
+that ``data.shard_dir: OUT`` trains on pseudo-labels and still evaluates on the references.
+
+Training reads the teacher's text with ``data.text_field: teacher_text``; ``QualityFilter`` (data.pseudo_*) then
+drops the pairs a student should not learn from, each counted by reason.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mwc_dist.config import DataConfig
+
+
+@dataclass(frozen=True)
+class QualityFilter:
+    """Which pseudo-labels to train on (distil-whisper drops pairs over 10 % normalised WER)."""
+
+    max_wer: float = 0.1
+    min_avg_logprob: float = -1.0
+    max_compression_ratio: float = 2.4
+
+    @classmethod
+    def from_config(cls, d: DataConfig) -> QualityFilter:
+        return cls(d.pseudo_max_wer, d.pseudo_min_avg_logprob, d.pseudo_max_compression_ratio)
+
+    def reason(self, teacher_text: str, quality: dict[str, Any]) -> str | None:
+        """Why this pseudo-label is dropped, or None to keep it."""
+        if not teacher_text.strip():
+            return "empty"
+        if quality["repeated"] is not None:
+            return "repeated_ngram"
+        if quality["compression_ratio"] > self.max_compression_ratio:
+            return "compression_ratio"
+        if quality["avg_logprob"] < self.min_avg_logprob:
+            return "low_logprob"
+        if quality["wer"] is not None and quality["wer"] > self.max_wer:
+            return "wer_vs_reference"
+        return None
+
+
+def quality_of(teacher_text: str, avg_logprob: float, reference: str | None, language: str | None) -> dict[str, Any]:
+    import jiwer
+
+    from mwc_dist.inference import compression_ratio
+    from mwc_dist.metrics import normalizer, repeated_run
+
+    norm = normalizer(language)
+    wer = None
+    if reference is not None and norm(reference).strip():
+        wer = round(jiwer.wer(norm(reference), norm(teacher_text) or "<empty>"), 4)
+    return {
+        "avg_logprob": round(avg_logprob, 4),
+        "compression_ratio": round(compression_ratio(teacher_text), 4),
+        "repeated": repeated_run(norm(teacher_text)),
+        "wer": wer,
+    }
+
+
+def _write_tar(path: Path, samples: list[dict[str, Any]]) -> None:
+    """Members in sample order, fixed metadata: the same samples always give the same bytes."""
+    tmp = path.with_name(f".tmp-{path.name}")
+    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for ext in sorted(k for k in sample if not k.startswith("__")):
+                data = sample[ext]
+                info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
+                info.size, info.mtime, info.mode = len(data), 0, 0o644
+                tar.addfile(info, io.BytesIO(data))
+    with open(tmp, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def label_shard(teacher, url: str, out: Path, *, batch_size: int, language: str | None, max_new_tokens: int) -> None:
+    """One input shard -> OUT/<name>.tar + OUT/<name>.quality.jsonl (the tar last: its presence means done)."""
+    from mwc_dist.data.stream import decode_flac, tar_samples
+
+    samples = list(tar_samples([url]))
+    max_new_tokens = min(max_new_tokens, teacher.model.config.max_target_positions - 4)  # after the 4-token prompt
+    labelled, quality_rows = [], []
+    for start in range(0, len(samples), batch_size):
+        batch = samples[start : start + batch_size]
+        metas = [json.loads(s["json"]) for s in batch]
+        waves = [decode_flac(s["flac"]) if "flac" in s else _wav(s["wav"]) for s in batch]
+        langs = {m.get("language") or language for m in metas}
+        lang = langs.pop() if len(langs) == 1 else language
+        ids, logprobs = teacher.decode(teacher.features(waves), lang, "transcribe", max_new_tokens, temperature=0.0)
+        for sample, meta, row, lp in zip(batch, metas, ids, logprobs):
+            text = teacher.to_text(row)
+            quality = quality_of(text, lp, meta.get("text") or None, meta.get("language") or lang)
+            meta |= {"teacher_text": text, "teacher_tokens": row, "quality": quality}
+            labelled.append(sample | {"json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()})
+            quality_rows.append({"key": sample["__key__"], "teacher_text": text, "quality": quality})
+    name = Path(url).name
+    (out / name.replace(".tar", ".quality.jsonl")).write_text(
+        "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in quality_rows)
+    )
+    _write_tar(out / name, labelled)
+
+
+def _wav(payload: bytes):
+    import soundfile as sf
+
+    return sf.read(io.BytesIO(payload), dtype="float32")[0]
+
+
+def pseudo_label(
+    model_dir: str | Path,
+    shard_dir: str | Path,
+    out: str | Path,
+    *,
+    split: str = "train",
+    batch_size: int = 8,
+    language: str | None = None,
+    max_new_tokens: int = 128,
+    log=print,
+) -> dict[str, Any] | None:
+    """Label this rank's unfinished shards; rank 0 writes the manifest and summary once all are done (collective)."""
+    from mwc_dist.data.stream import load_shard_set
+    from mwc_dist.dist import build_process_state
+    from mwc_dist.inference import load_backend
+
+    state = build_process_state()
+    shard_dir, out = Path(shard_dir), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
+    mine = [u for i, u in enumerate(shards.urls) if i % state.num_processes == state.process_index]
+    todo = [u for u in mine if not (out / Path(u).name).is_file()]
+    log(f"rank {state.process_index}: {len(mine) - len(todo)} of its {len(mine)} shards already labelled")
+    if todo:
+        teacher = load_backend("pytorch", model_dir)
+        for url in todo:
+            label_shard(teacher, url, out, batch_size=batch_size, language=language, max_new_tokens=max_new_tokens)
+            log(f"labelled {Path(url).name}")
+    state.wait_for_everyone()
+    summary = _finish(shard_dir, out, split, shards.urls) if state.is_main_process else None
+    state.wait_for_everyone()
+    return summary
+
+
+def _finish(shard_dir: Path, out: Path, split: str, urls: list[str]) -> dict[str, Any]:
+    """OUT/<split>.manifest.json (sizes and digests of the new shards), the other splits linked, the summary."""
+    import hashlib
+
+    manifest = json.loads((shard_dir / f"{split}.manifest.json").read_text())
+    for entry in manifest["shards"]:
+        data = (out / entry["shard"]).read_bytes()
+        entry |= {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    (out / f"{split}.manifest.json").write_text(json.dumps(manifest | {"pseudo_labelled": True}, indent=2))
+    for other in shard_dir.glob("*.manifest.json"):
+        if other.name != f"{split}.manifest.json":
+            for entry in json.loads(other.read_text())["shards"]:
+                _link(shard_dir / entry["shard"], out / entry["shard"])
+            shutil.copyfile(other, out / other.name)
+    rows = [json.loads(x) for u in urls for x in quality_file(out / Path(u).name).read_text().splitlines()]
+    default = QualityFilter()
+    summary = {
+        "split": split,
+        "num_samples": len(rows),
+        "without_reference": sum(r["quality"]["wer"] is None for r in rows),
+        "dropped_by_default_filter": dict(
+            Counter(filter(None, (default.reason(r["teacher_text"], r["quality"]) for r in rows)))
+        ),
+    }
+    (out / "pseudo_labels.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _link(src: Path, dst: Path) -> None:
+    if dst.exists():
+        return
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copyfile(src, dst)
+
+
+def quality_file(tar: Path) -> Path:
+    return tar.with_name(tar.name.replace(".tar", ".quality.jsonl"))
+
+
+def filter_counts(urls: list[str], quality_filter: QualityFilter) -> tuple[list[int], Counter]:
+    """Samples each shard keeps under the filter, and what it drops by reason (from the quality files only)."""
+    kept, dropped = [], Counter()
+    for url in urls:
+        reasons = [
+            quality_filter.reason(r["teacher_text"], r["quality"])
+            for r in map(json.loads, quality_file(Path(url)).read_text().splitlines())
+        ]
+        kept.append(reasons.count(None))
+        dropped.update(r for r in reasons if r is not None)
+    return kept, dropped
+
+
+def select_pseudo_labels(samples: Iterator[dict[str, Any]], quality_filter: QualityFilter) -> Iterator[dict[str, Any]]:
+    """Keep the samples the filter passes, with the teacher's text as the training text (the reference kept)."""
+    for sample in samples:
+        meta = json.loads(sample["json"])
+        if quality_filter.reason(meta["teacher_text"], meta["quality"]) is None:
+            meta |= {"reference_text": meta["text"], "text": meta["teacher_text"]}
+            yield sample | {"json": json.dumps(meta, ensure_ascii=False).encode()}
