@@ -46,30 +46,10 @@ class TrainData:
 
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream | ResampledStream:
         """This rank's batches of ``epoch``, the first ``skip_items`` loader items skipped (a resumed epoch)."""
-        if self.endless:
-            return ResampledStream(
-                self.sets,
-                self.probabilities,
-                self.tokenize,
-                batch_size=self.t.per_device_train_batch_size,
-                seed=self.t.seed,
-                rank=self.rank,
-                num_workers=self.d.num_workers,
-                shuffle_buffer=self.t.shuffle_buffer,
-                bucket_size=self.t.bucket_batches,
-                max_samples=self.max_samples,
-                skip_items=skip_items,
-                augment=self.augment,
-                select=self.select,
-            )
-        return TrainStream(
-            self.shards,
-            self.tokenize,
+        options = dict(
             batch_size=self.t.per_device_train_batch_size,
             seed=self.t.seed,
-            epoch=epoch,
             rank=self.rank,
-            world_size=self.world_size,
             num_workers=self.d.num_workers,
             shuffle_buffer=self.t.shuffle_buffer,
             bucket_size=self.t.bucket_batches,
@@ -78,6 +58,9 @@ class TrainData:
             augment=self.augment,
             select=self.select,
         )
+        if self.endless:
+            return ResampledStream(self.sets, self.probabilities, self.tokenize, **options)
+        return TrainStream(self.shards, self.tokenize, epoch=epoch, world_size=self.world_size, **options)
 
     def resume_position(self, state, log=print) -> int:
         """This rank's loader items already taken in the epoch in progress (0 when the world size changed)."""
