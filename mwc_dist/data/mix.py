@@ -20,9 +20,9 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import get_worker_info
 
-from mwc_dist.data.stream import ShardSet, Tokenize, bucket_batches, collate, tar_samples
+from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, bucket_batches, collate, tar_samples
 
 
 def mix_probabilities(sizes: list[int], weights: list[float], temperature: float) -> list[float]:
@@ -38,30 +38,16 @@ def _endless(urls: list[str], rng: random.Random, select=None) -> Iterator[dict[
         yield from select(samples) if select is not None else samples
 
 
-class ResampledStream(IterableDataset):
-    """One rank's endless training batches (see the module docstring); batches carry ``sources`` (set indices)."""
+class ResampledStream(TrainStream):
+    """One rank's endless training batches (see the module docstring); batches carry ``sources`` (set indices).
 
-    def __init__(
-        self,
-        sets: list[ShardSet],
-        probabilities: list[float],
-        tokenize: Tokenize,
-        *,
-        batch_size: int,
-        seed: int,
-        rank: int,
-        num_workers: int,
-        shuffle_buffer: int,
-        bucket_size: int,
-        max_samples: int,
-        skip_items: int = 0,
-        augment=None,
-        select=None,
-    ):
-        self.sets, self.probabilities, self.tokenize = sets, probabilities, tokenize
-        self.batch_size, self.seed, self.rank, self.num_workers = batch_size, seed, rank, max(1, num_workers)
-        self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items, self.augment, self.select = skip_items, augment, select
+    A TrainStream's options (batch size, seed, rank, workers, shuffle, buckets, resume position, augmentation,
+    pseudo-label selection) over several sets; what differs is where the samples come from and that it never ends.
+    """
+
+    def __init__(self, sets: list[ShardSet], probabilities: list[float], tokenize: Tokenize, **options):
+        super().__init__(sets[0], tokenize, epoch=0, world_size=1, **options)
+        self.sets, self.probabilities = sets, probabilities
 
     def samples(self, worker: int) -> Iterator[dict[str, Any]]:
         """The worker's endless sample stream, each tagged with its set (``__source__``)."""
