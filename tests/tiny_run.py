@@ -12,6 +12,18 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 ACCELERATE = Path(sys.executable).parent / "accelerate"
 HARNESS = ROOT / "tests" / "reliability" / "harness.py"  # the real entry point with one fault injected
+# `accelerate launch` options for 2 CPU processes (with ACCELERATE_USE_CPU=true; docs/DISTRIBUTED.md)
+CPU_2PROC = [
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
 def run_args(shards: Path, out: Path, *extra: str) -> list[str]:

@@ -229,7 +229,8 @@ def _atomic_write(path: Path, data: bytes | str) -> None:
     os.replace(tmp, path)
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """A file's sha256, read in 1 MiB blocks."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -274,7 +275,7 @@ class _ShardSink:
         }
         if self.keys:
             os.replace(self.tmp, tar)
-            record |= {"shard": tar.name, "bytes": tar.stat().st_size, "sha256": _sha256(tar)}
+            record |= {"shard": tar.name, "bytes": tar.stat().st_size, "sha256": sha256_file(tar)}
         else:  # every item quarantined: no empty tar (an empty shard starves a loader worker)
             self.tmp.unlink()
         _atomic_write(self.out_dir / "_parts" / f"{self.chunk.name}.json", json.dumps(record))

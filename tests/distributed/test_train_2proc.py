@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from tiny_run import run_args, run_env
+from tiny_run import CPU_2PROC, run_args, run_env
 
 from mwc_dist.metrics import metrics_from_predictions
 
@@ -43,17 +43,7 @@ def launch(
         engine = ["--config_file", str(ROOT / "accelerate_configs" / config_file)]
     else:
         env["ACCELERATE_USE_CPU"] = "true"
-        engine = [
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-        ]
+        engine = CPU_2PROC
     cmd = [
         str(ACCELERATE),
         "launch",

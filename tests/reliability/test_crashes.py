@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_run import run_args, run_env
+from tiny_run import CPU_2PROC, run_args, run_env
 
 HARNESS = Path(__file__).with_name("harness.py")
 ROOT = Path(__file__).parents[2]
@@ -112,17 +112,7 @@ def test_damaged_newest_checkpoint_is_passed_over(demo_shards, tmp_path):
 
 
 def _launch_2proc(shards: Path, out: Path, fault: str, *extra: str) -> subprocess.Popen:
-    engine = [
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-    ]
+    engine = CPU_2PROC
     return subprocess.Popen(
         [str(ACCELERATE), "launch", *engine, str(HARNESS), *_args(shards, out, *extra)],
         env=_env(ACCELERATE_USE_CPU="true", MWC_FAULT=fault),

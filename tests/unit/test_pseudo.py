@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from tiny_run import ACCELERATE, run_env
+from tiny_run import ACCELERATE, CPU_2PROC, run_env
 
 from mwc_dist.data.pseudo import QualityFilter, _write_tar, quality_file, quality_of
 
@@ -88,9 +88,7 @@ def test_killed_and_restarted_equals_uninterrupted(teacher, demo_shards, straigh
 
 
 def test_two_ranks_write_what_one_rank_writes(teacher, demo_shards, straight, tmp_path):
-    launch = [str(ACCELERATE), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1"]
-    launch += ["--mixed_precision", "no", "--dynamo_backend", "no"]
-    output = _label(teacher, demo_shards, tmp_path / "two", *launch)
+    output = _label(teacher, demo_shards, tmp_path / "two", str(ACCELERATE), "launch", *CPU_2PROC)
     assert "rank 1: 0 of its 3 shards already labelled" in output
     assert _files(tmp_path / "two") == _files(straight)
 
