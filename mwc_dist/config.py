@@ -76,6 +76,8 @@ class DataConfig:
     pseudo_max_wer: float = 0.1
     pseudo_min_avg_logprob: float = -1.0
     pseudo_max_compression_ratio: float = 2.4
+    # join consecutive clips (and transcripts) up to the model's window, in one language and within the decoder
+    pack_to_window: bool = False
     resampled: bool = False
     mix_shard_dirs: list[str] = field(default_factory=list)
     mix_weights: list[float] = field(default_factory=list)  # [] = each folder's sample count

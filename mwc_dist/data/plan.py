@@ -41,6 +41,8 @@ class TrainData:
         if d.text_field == "teacher_text":  # pseudo-labels: plan with what the filter keeps, count what it drops
             self.sets, self.pseudo_dropped = _filtered(self.sets, QualityFilter.from_config(d))
             self.select = functools.partial(select_pseudo_labels, quality_filter=QualityFilter.from_config(d))
+        if d.pack_to_window and not self.endless:  # the plan runs the packer on every sample's metadata
+            self.sets = [s.with_metas() for s in self.sets]
         self.probabilities = mix_probabilities([s.num_samples for s in self.sets], d.mix_weights, d.mix_temperature)
         self.shards = self.sets[0] if len(self.sets) == 1 else _union(self.sets)
 
@@ -57,6 +59,7 @@ class TrainData:
             skip_items=skip_items,
             augment=self.augment,
             select=self.select,
+            pack=self.d.pack_to_window,
         )
         if self.endless:
             return ResampledStream(self.sets, self.probabilities, self.tokenize, **options)
@@ -109,8 +112,11 @@ class TrainData:
         stream leaves nothing out."""
         if self.endless:
             return 0
-        used = self.steps_in_epoch(epoch) * self.t.gradient_accumulation_steps * self.t.per_device_train_batch_size
-        return self.shards.num_samples - used * self.world_size
+        items = self.steps_in_epoch(epoch) * self.t.gradient_accumulation_steps
+        if self.d.pack_to_window:  # a batch holds packs of several samples: count them in the plan
+            stream = self.stream(epoch)
+            return self.shards.num_samples - sum(stream.used_samples(r, items) for r in range(self.world_size))
+        return self.shards.num_samples - items * self.t.per_device_train_batch_size * self.world_size
 
     def total_steps(self) -> int:
         """train.max_steps, or the steps of train.num_epochs epochs."""

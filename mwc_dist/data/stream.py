@@ -42,6 +42,12 @@ class ShardSet:
     urls: list[str]
     counts: list[int]  # samples per shard
     max_seconds: float | None = None  # the longest clip the shards may hold (manifest's config)
+    metas: list[list[tuple[str, bytes]]] | None = None  # (key, json) of every sample, for packing's plan
+
+    def with_metas(self) -> ShardSet:
+        """The same set with every sample's key and json read (one pass over the shards, no audio decoded)."""
+        metas = [[(s["__key__"], s["json"]) for s in tar_samples([u])] for u in self.urls]
+        return ShardSet(self.urls, self.counts, self.max_seconds, metas)
 
     @property
     def num_samples(self) -> int:
@@ -149,12 +155,9 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int,
     With ``augment`` (audio/augment.py; training only) each sample's planned speed and noise are applied to
     its float32 decode, and the batch says what was done (``speeds``, ``snr_db``).
     """
-    flac = "flac" in samples[0]
-    int16 = flac and augment is None
-    waves = [_decode(s["flac"] if flac else s["wav"], "int16" if int16 else "float32") for s in samples]
-    if augment is not None:
-        waves = [augment.apply(w, s["__plan__"]) for w, s in zip(waves, samples)]
-    waves = [w[:max_samples] for w in waves]
+    first = samples[0].get("__members__", samples)[0]
+    int16 = "flac" in first and augment is None
+    waves = [_wave(s, int16, augment)[:max_samples] for s in samples]
     metas = [json.loads(s["json"]) for s in samples]
     audio = torch.zeros(len(waves), max(len(w) for w in waves), dtype=torch.int16 if int16 else torch.float32)
     for i, w in enumerate(waves):
@@ -179,10 +182,19 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int,
     } | _augmented(samples, augment)
 
 
+def _wave(sample: dict[str, Any], int16: bool, augment) -> np.ndarray:
+    """One sample's audio, augmented as planned; a pack (data/pack.py): its members', one after the other."""
+    if "__members__" in sample:
+        return np.concatenate([_wave(m, int16, augment) for m in sample["__members__"]])
+    wave = _decode(sample["flac"] if "flac" in sample else sample["wav"], "int16" if int16 else "float32")
+    return augment.apply(wave, sample["__plan__"]) if augment is not None else wave
+
+
 def _augmented(samples: list[dict[str, Any]], augment) -> dict[str, Any]:
     if augment is None:
         return {}
-    return {"speeds": [s["__plan__"].speed for s in samples], "snr_db": [s["__plan__"].snr_db for s in samples]}
+    plans = [s.get("__plan__") for s in samples]  # a pack has one per member
+    return {"speeds": [p and p.speed for p in plans], "snr_db": [p and p.snr_db for p in plans]}
 
 
 def _duration(sample: dict[str, Any]) -> float:
@@ -237,12 +249,13 @@ class TrainStream(IterableDataset):
         skip_items: int = 0,
         augment=None,
         select=None,
+        pack: bool = False,
     ):
         self.shards, self.tokenize = shards, tokenize
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
         self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items, self.augment, self.select = skip_items, augment, select
+        self.skip_items, self.augment, self.select, self.pack = skip_items, augment, select, pack
 
     # -- the plan, computable on every rank from the manifest counts alone
     def shard_order(self) -> list[int]:
@@ -254,6 +267,8 @@ class TrainStream(IterableDataset):
         return self.shard_order()[rank :: self.world_size][worker :: self.num_workers]
 
     def worker_batches(self, rank: int) -> list[int]:
+        if self.pack:  # how many packs depends on the order and the durations: run the pipeline on the metadata
+            return [sum(1 for _ in self._batches(self._standins(rank, w), rank, w)) for w in range(self.num_workers)]
         return [
             sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.batch_size
             for w in range(self.num_workers)
@@ -263,26 +278,48 @@ class TrainStream(IterableDataset):
         """Full batches every rank can produce this epoch: the minimum over ranks."""
         return min(sum(self.worker_batches(r)) for r in range(self.world_size))
 
-    def __iter__(self) -> Iterator[dict[str, Any] | None]:
+    def _batches(self, samples: Iterator[dict], rank: int, worker: int) -> Iterator[list[dict]]:
         import webdataset as wds
 
+        from mwc_dist.data.pack import pack_samples
+
+        if self.select is not None:  # -> pseudo-labels that pass the quality filter (data/pseudo.py)
+            samples = self.select(samples)
+        if self.shuffle_buffer > 1:  # -> shuffle buffer
+            rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
+            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
+        if self.augment is not None:  # -> each sample's speed and noise for this epoch (buckets use the new length)
+            samples = plan_augmentation(samples, self.augment, self.epoch)
+        if self.pack:  # -> consecutive clips joined up to the window (data/pack.py)
+            samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
+        return bucket_batches(samples, self.batch_size, self.bucket_size)  # -> duration buckets -> batches
+
+    def used_samples(self, rank: int, items: int) -> int:
+        """Samples (pack members counted) in rank's first ``items`` loader items: the round robin over its workers."""
+        from mwc_dist.data.pack import num_members
+
+        sizes = [
+            [sum(num_members(s) for s in batch) for batch in self._batches(self._standins(rank, w), rank, w)]
+            for w in range(self.num_workers)
+        ]
+        order = [w_sizes[n] if n < len(w_sizes) else 0 for n in range(max(map(len, sizes))) for w_sizes in sizes]
+        return sum(order[:items])
+
+    def _standins(self, rank: int, worker: int) -> Iterator[dict]:
+        """The worker's samples without their audio (ShardSet.metas), for planning."""
+        for i in self.worker_shards(rank, worker):
+            for key, meta in self.shards.metas[i]:
+                yield {"__key__": key, "json": meta}
+
+    def __iter__(self) -> Iterator[dict[str, Any] | None]:
         info = get_worker_info()
         assert (info.num_workers if info else 1) == self.num_workers, "DataLoader workers != planned workers"
         # The loader's round robin starts at its worker 0, so after a resume worker 0 must play the
         # logical worker whose item comes next: rotate by the number of items already consumed.
         worker = ((info.id if info else 0) + self.skip_items) % self.num_workers
         urls = [self.shards.urls[i] for i in self.worker_shards(self.rank, worker)]
-        rng = random.Random(f"{self.seed}-{self.epoch}-{self.rank}-{worker}")
-        # shard list -> (shuffled, split by rank and worker above) -> tar samples -> shuffle buffer
-        samples = tar_samples(urls)
-        if self.select is not None:  # -> pseudo-labels that pass the quality filter (data/pseudo.py)
-            samples = self.select(samples)
-        if self.shuffle_buffer > 1:
-            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
-        if self.augment is not None:  # -> each sample's speed and noise for this epoch (buckets use the new length)
-            samples = plan_augmentation(samples, self.augment, self.epoch)
-        # -> duration buckets -> batches (still undecoded)
-        batches = bucket_batches(samples, self.batch_size, self.bucket_size)
+        # shard list (shuffled, split by rank and worker above) -> tar samples -> ... -> batches (still undecoded)
+        batches = self._batches(tar_samples(urls), self.rank, worker)
         # -> pad to the longest worker of this rank, so the loader's round robin stays regular
         target = max(self.worker_batches(self.rank))
         n = 0

@@ -110,6 +110,7 @@ def test_only_rank0_writes(straight):
         "final",
         "eval",
         "training_curves.png",
+        "best",  # the best evaluation's model (checkpoint.load_best_model_at_end)
         "checkpoint-3",
         "checkpoint-6",
         "checkpoint-8",
