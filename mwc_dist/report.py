@@ -139,6 +139,24 @@ def _corpus(out: Path) -> list[str]:
     ]
 
 
+def _pseudo_labels(out: Path) -> list[str]:
+    """What the student learned from: the teacher's pseudo-labels, and what the quality filter dropped, by reason."""
+    labelled, run = out / "shards-pseudo" / "pseudo_labels.json", out / "runs" / "student" / "run_summary.json"
+    if not labelled.is_file() or not run.is_file():
+        return []
+    summary, dropped = json.loads(labelled.read_text()), json.loads(run.read_text()).get("pseudo_labels_dropped")
+    if dropped is None:
+        return []
+    kept = summary["num_samples"] - sum(dropped.values())
+    reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items()) or "none"
+    return [
+        f"- the student's targets: the teacher's pseudo-labels (`mwc pseudo-label`) of {summary['num_samples']} "
+        f"training clips; the quality filter (WER against the reference <= 10 %, mean log-probability >= -1, "
+        f"compression ratio <= 2.4, no looping n-gram, not empty) kept {kept} and dropped "
+        f"{sum(dropped.values())}: {reasons} ([pseudo_labels.json](shards-pseudo/pseudo_labels.json))",
+    ]
+
+
 def write_report(out: Path, timings: dict[str, float]) -> Path:
     lines = [
         "# mwc-dist demo report",
@@ -171,6 +189,7 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         "",
         f"- teacher (fine-tuned): {_model(teacher / 'final')}; trained {_training(teacher)}",
         f"- student: {_model(student / 'final')}; trained {_training(student)}, distilled from the teacher",
+        *_pseudo_labels(out),
         "",
         "## Goals (out-of-domain test split)",
         "",

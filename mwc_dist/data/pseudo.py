@@ -138,10 +138,11 @@ def pseudo_label(
     batch_size: int = 8,
     language: str | None = None,
     max_new_tokens: int = 128,
+    max_shards: int = 0,
     log=print,
 ) -> dict[str, Any] | None:
     """Label this rank's unfinished shards; rank 0 writes the manifest and summary once all are done (collective)."""
-    from mwc_dist.data.stream import load_shard_set
+    from mwc_dist.data.stream import ShardSet, load_shard_set
     from mwc_dist.dist import build_process_state
     from mwc_dist.inference import load_backend
 
@@ -149,6 +150,8 @@ def pseudo_label(
     shard_dir, out = Path(shard_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
+    if max_shards:  # the first N shards of the split (the manifest's order): a subset to label
+        shards = ShardSet(shards.urls[:max_shards], shards.counts[:max_shards], shards.max_seconds)
     mine = [u for i, u in enumerate(shards.urls) if i % state.num_processes == state.process_index]
     todo = [u for u in mine if not (out / Path(u).name).is_file()]
     log(f"rank {state.process_index}: {len(mine) - len(todo)} of its {len(mine)} shards already labelled")
@@ -168,6 +171,11 @@ def _finish(shard_dir: Path, out: Path, split: str, urls: list[str]) -> dict[str
     import hashlib
 
     manifest = json.loads((shard_dir / f"{split}.manifest.json").read_text())
+    names = {Path(u).name for u in urls}
+    manifest["shards"] = [e for e in manifest["shards"] if e["shard"] in names]
+    manifest["num_shards"], manifest["num_samples"] = len(names), sum(e["num_samples"] for e in manifest["shards"])
+    manifest["seconds"] = round(sum(e["seconds"] for e in manifest["shards"]), 3)
+    manifest["hours"] = round(manifest["seconds"] / 3600, 6)
     for entry in manifest["shards"]:
         data = (out / entry["shard"]).read_bytes()
         entry |= {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}

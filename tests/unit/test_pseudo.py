@@ -150,3 +150,13 @@ def test_training_on_pseudo_labels_uses_the_teacher_text_and_counts_drops(straig
         == {"repeated_ngram": 46 - len(faithful)}
         and summary["steps"] == 2
     )
+
+
+def test_max_shards_labels_a_subset_and_its_manifest_says_so(teacher, demo_shards, tmp_path):
+    from mwc_dist.data.pseudo import pseudo_label
+
+    summary = pseudo_label(teacher, demo_shards, tmp_path / "two", language="es", max_new_tokens=8, max_shards=2)
+    manifest = json.loads((tmp_path / "two" / "train.manifest.json").read_text())
+    assert [e["shard"] for e in manifest["shards"]] == ["train-000000.tar", "train-000001.tar"]
+    assert manifest["num_samples"] == summary["num_samples"] == 18 and manifest["num_shards"] == 2
+    assert sorted(p.name for p in (tmp_path / "two").glob("train-*.tar")) == ["train-000000.tar", "train-000001.tar"]

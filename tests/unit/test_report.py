@@ -78,3 +78,15 @@ def test_a_changed_predictions_file_fails_the_check(tmp_path, where, field, row,
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     with pytest.raises(ValueError, match=message):
         check_report(tmp_path)
+
+
+def test_report_says_what_the_pseudo_label_filter_dropped(tmp_path):
+    _demo_folder(tmp_path)
+    (tmp_path / "shards-pseudo").mkdir()
+    (tmp_path / "shards-pseudo" / "pseudo_labels.json").write_text(json.dumps({"num_samples": 500}))
+    summary = tmp_path / "runs" / "student" / "run_summary.json"
+    dropped = {"wer_vs_reference": 61, "repeated_ngram": 2}
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"pseudo_labels_dropped": dropped}))
+    report = write_report(tmp_path, {}).read_text()
+    assert "pseudo-labels (`mwc pseudo-label`) of 500 training clips" in report
+    assert "kept 437 and dropped 63: 61 wer vs reference, 2 repeated ngram" in report
