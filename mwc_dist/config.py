@@ -56,6 +56,9 @@ class DataConfig:
     # longest transcript in Whisper tokens, prompt and end-of-text included (the decoder's max_target_positions);
     # longer ones are quarantined as too_many_tokens. 0: no check
     max_label_tokens: int = 448
+    # audio without a transcript (audio-only folders, manifests without a text column, empty rows) is sharded with
+    # an empty text instead of quarantined: for `mwc pseudo-label`; training on its references is refused
+    allow_missing_text: bool = False
     train_split_ratio: float = 0.9
     validation_split_ratio: float = 0.1
     test_split_ratio: float = 0.0

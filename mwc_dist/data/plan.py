@@ -6,6 +6,7 @@ optimizer steps is known before the first batch.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from collections import Counter
 
@@ -37,6 +38,12 @@ class TrainData:
         self.sets = (
             [load_shard_set(DataConfig(shard_dir=s), "train") for s in dirs] if dirs else [load_shard_set(d, "train")]
         )
+        missing = sum(s.without_text for s in self.sets)
+        if missing and d.text_field == "text":
+            raise ValueError(
+                f"{missing} training samples have no transcript (sharded with data.allow_missing_text): label them "
+                f"with `mwc pseudo-label` and train with data.text_field=teacher_text"
+            )
         self.select, self.pseudo_dropped = None, {}
         if d.text_field == "teacher_text":  # pseudo-labels: plan with what the filter keeps, count what it drops
             self.sets, self.pseudo_dropped = _filtered(self.sets, QualityFilter.from_config(d))
@@ -155,6 +162,6 @@ def _filtered(sets: list[ShardSet], quality_filter: QualityFilter) -> tuple[list
     out, dropped = [], Counter()
     for s in sets:
         kept, drops = filter_counts(s.urls, quality_filter)
-        out.append(ShardSet(s.urls, kept, s.max_seconds))
+        out.append(dataclasses.replace(s, counts=kept, without_text=0))
         dropped.update(drops)
     return out, dict(dropped.most_common())

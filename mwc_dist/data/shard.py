@@ -249,6 +249,7 @@ class _ShardSink:
         self.writer = wds.TarWriter(str(self.tmp), mtime=0)  # fixed mtime: the same input gives the same bytes
         self.keys: list[str] = []
         self.seconds = 0.0
+        self.without_text = 0  # data.allow_missing_text: samples sharded without a transcript
         self.quarantined: list[dict[str, Any]] = []
 
     def add(self, result: tuple[dict[str, Any], bytes] | Reject) -> None:
@@ -261,6 +262,7 @@ class _ShardSink:
         )
         self.keys.append(meta["key"])
         self.seconds += meta["duration"]
+        self.without_text += not meta["text"]
 
     def close(self) -> dict[str, Any]:
         self.writer.close()
@@ -270,6 +272,7 @@ class _ShardSink:
             "split": self.chunk.split,
             "num_samples": len(self.keys),
             "seconds": round(self.seconds, 4),
+            "without_text": self.without_text,
             "keys": self.keys,
             "quarantined": self.quarantined,
         }
@@ -320,6 +323,7 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
         manifest = {
             "split": split,
             "num_samples": sum(r["num_samples"] for r in recs),
+            "without_text": sum(r.get("without_text", 0) for r in recs),  # audio-only items (pseudo-label them)
             "num_shards": len(shards),
             "seconds": round(seconds, 3),
             "hours": round(seconds / 3600, 6),

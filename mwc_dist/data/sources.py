@@ -117,8 +117,12 @@ def _missing_file(path: Path, where: str, key: str) -> Reject:
 
 
 # ------------------------------------------------------------------------------------ text checking
-def _check_text(value: Any, where: str, key: str | None) -> tuple[str | None, Reject | None]:
-    """A transcript string, or a Reject saying why it cannot be one."""
+def _check_text(
+    value: Any, where: str, key: str | None, allow_missing: bool = False
+) -> tuple[str | None, Reject | None]:
+    """A transcript string, or a Reject saying why it cannot be one (data.allow_missing_text: "" for none)."""
+    if allow_missing and (value is None or (isinstance(value, str) and not value.strip())):
+        return "", None
     if value is None:
         return None, Reject(where, "missing_transcript", "no transcript for this item", key)
     if not isinstance(value, str):
@@ -195,7 +199,7 @@ def _rows_to_items(
     columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) - {None} if rows else set()
     audio_col = _find_column(columns, cfg.audio_column, AUDIO_COLUMN_ALIASES)
     text_col = _find_column(columns, cfg.text_column, TEXT_COLUMN_ALIASES)
-    if rows and (audio_col is None or text_col is None):
+    if rows and (audio_col is None or (text_col is None and not cfg.allow_missing_text)):
         missing = [n for n, c in (("audio", audio_col), ("text", text_col)) if c is None]
         raise SourceError(
             f"{manifest}: no {' or '.join(missing)} column (found: {', '.join(sorted(columns)) or 'none'}). "
@@ -239,7 +243,7 @@ def _row_to_item(
         referenced.add(_resolve(path))
     explicit_id = _opt_str(row.get(cfg.id_column))
     key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
-    text, bad = _check_text(row.get(text_col), f"{where} ({path})", key)
+    text, bad = _check_text(row.get(text_col), f"{where} ({path})", key, cfg.allow_missing_text)
     if bad:
         return bad
     split = _opt_str(row.get(cfg.split_column))
@@ -279,6 +283,9 @@ def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     for path in audio_files:
         key = _rel_key(path, root)
         txt = path.with_suffix(".txt")
+        if not txt.is_file() and cfg.allow_missing_text:
+            items.append(Item(key, str(path), "", str(path), cfg.language))
+            continue
         if not txt.is_file():
             rejects.append(
                 Reject(str(path), "missing_transcript", f"no {txt.name} beside it and no metadata file", key)
@@ -337,7 +344,7 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
         return folder_items(dataclasses.replace(cfg, source=str(root)))
     ds = open_hf_dataset(kind, cfg.source, cfg.hf_split, cfg.hf_config, cfg.audio_column)
     text_col = _find_column(ds.column_names, cfg.text_column, TEXT_COLUMN_ALIASES)
-    if text_col is None:
+    if text_col is None and not cfg.allow_missing_text:
         raise SourceError(
             f"{cfg.source}: no text column {cfg.text_column!r} (has {', '.join(ds.column_names)}). "
             "Set data.text_column."
@@ -345,7 +352,7 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     meta_cols = [
         c
         for c in (text_col, cfg.language_column, cfg.speaker_column, cfg.split_column, cfg.id_column)
-        if c in ds.column_names
+        if c is not None and c in ds.column_names
     ]
     rows = ds.select_columns(meta_cols)  # no audio bytes in the main process
     items, rejects = [], []
@@ -353,7 +360,7 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
         explicit_id = _opt_str(row.get(cfg.id_column))
         key = make_key(explicit_id) if explicit_id else f"{make_key(cfg.hf_split)}-{index:09d}"
         where = f"{cfg.source}[{cfg.hf_split}][{index}]"
-        text, bad = _check_text(row.get(text_col), where, key)
+        text, bad = _check_text(row.get(text_col) if text_col else None, where, key, cfg.allow_missing_text)
         if bad:
             rejects.append(bad)
             continue

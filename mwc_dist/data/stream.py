@@ -20,6 +20,7 @@ sample is evaluated exactly once.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import random
@@ -42,12 +43,13 @@ class ShardSet:
     urls: list[str]
     counts: list[int]  # samples per shard
     max_seconds: float | None = None  # the longest clip the shards may hold (manifest's config)
+    without_text: int = 0  # samples sharded without a transcript (data.allow_missing_text)
     metas: list[list[tuple[str, bytes]]] | None = None  # (key, json) of every sample, for packing's plan
 
     def with_metas(self) -> ShardSet:
         """The same set with every sample's key and json read (one pass over the shards, no audio decoded)."""
         metas = [[(s["__key__"], s["json"]) for s in tar_samples([u])] for u in self.urls]
-        return ShardSet(self.urls, self.counts, self.max_seconds, metas)
+        return dataclasses.replace(self, metas=metas)
 
     @property
     def num_samples(self) -> int:
@@ -81,7 +83,8 @@ def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
                 f"{cfg.shard_dir}` or set data.shard_dir / data.{'train' if split == 'train' else 'eval'}_shards"
             )
         urls = [str(Path(cfg.shard_dir) / s["shard"]) for s in manifest["shards"]]
-        return ShardSet(urls, [s["num_samples"] for s in manifest["shards"]], max_seconds)
+        counts = [s["num_samples"] for s in manifest["shards"]]
+        return ShardSet(urls, counts, max_seconds, without_text=manifest.get("without_text", 0))
     urls = [u for part in pattern.split("::") for u in braceexpand(part)]
     known = {s["shard"]: s["num_samples"] for s in manifest["shards"]} if manifest else {}
     counts = [known.get(Path(u.split()[-1]).name) if not u.startswith("pipe:") else None for u in urls]

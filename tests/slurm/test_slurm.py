@@ -149,3 +149,27 @@ def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp
     assert summary["world_size"] == 2 and summary["steps"] == 30
     ports = [log.split("main ")[1].split()[0] for log in (log_a, log_b)]
     assert ports[0] != ports[1], ports
+
+
+def test_pseudo_label_sbatch_two_tasks_equals_one_process(slurm, demo_shards, tmp_path):
+    """slurm/pseudo_label.sbatch with 2 tasks writes what one in-process run writes, byte for byte."""
+    from mwc_dist.data.pseudo import pseudo_label
+    from mwc_dist.models.build import materialize_preset
+
+    teacher = materialize_preset("tiny-random", seed=11)
+    args = ["--language", "es", "--max-new-tokens", "8", "--max-shards", "4"]
+    env = _env(MODEL=str(teacher), DATA=str(demo_shards), OUT=str(tmp_path / "slurm"))
+    job = sbatch(
+        "--ntasks=2",
+        f"--output={tmp_path}/job-%j.out",
+        str(ROOT / "slurm" / "pseudo_label.sbatch"),
+        *args,
+        env=env,
+        cwd=tmp_path,
+    )
+    info = wait_for(job)
+    log = next(tmp_path.glob("job-*.out")).read_text()
+    assert info["JobState"] == "COMPLETED" and "rank 1: 0 of its 2 shards already labelled" in log, log[-3000:]
+    pseudo_label(teacher, demo_shards, tmp_path / "local", language="es", max_new_tokens=8, max_shards=4)
+    files = [{p.name: p.read_bytes() for p in sorted((tmp_path / d).iterdir())} for d in ("slurm", "local")]
+    assert files[0] == files[1] and len(files[0]) > 8

@@ -160,3 +160,31 @@ def test_max_shards_labels_a_subset_and_its_manifest_says_so(teacher, demo_shard
     assert [e["shard"] for e in manifest["shards"]] == ["train-000000.tar", "train-000001.tar"]
     assert manifest["num_samples"] == summary["num_samples"] == 18 and manifest["num_shards"] == 2
     assert sorted(p.name for p in (tmp_path / "two").glob("train-*.tar")) == ["train-000000.tar", "train-000001.tar"]
+
+
+def test_audio_without_transcripts_is_sharded_pseudo_labelled_and_never_trained_on_as_is(teacher, sentences, tmp_path):
+    """An audio-only folder (no metadata, no .txt): sharded with data.allow_missing_text, counted in the manifest,
+    refused as training references, labelled by the teacher (no WER: nothing to compare with)."""
+    import soundfile as sf
+    from tiny_run import trainer
+
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.pseudo import pseudo_label
+    from mwc_dist.data.shard import shard_source
+
+    folder = tmp_path / "audio"
+    folder.mkdir()
+    for i in range(12):
+        _, wave, rate = sentences[i % len(sentences)]
+        sf.write(folder / f"clip{i:02d}.wav", wave, rate)
+    shard_source(DataConfig(source=str(folder), shard_samples=4), tmp_path / "refused", workers=1, progress=False)
+    rejected = [json.loads(x) for x in (tmp_path / "refused" / "quarantine.jsonl").read_text().splitlines()]
+    assert [r["reason"] for r in rejected] == ["missing_transcript"] * 12  # without the key: quarantined, named
+    data = DataConfig(source=str(folder), shard_samples=4, allow_missing_text=True, language="es")
+    shard_source(data, tmp_path / "shards", workers=1, progress=False)
+    manifests = [json.loads(p.read_text()) for p in (tmp_path / "shards").glob("*.manifest.json")]
+    assert sum(m["num_samples"] for m in manifests) == 12 == sum(m["without_text"] for m in manifests)
+    with pytest.raises(ValueError, match=r"have no transcript .*`mwc pseudo-label`.*data\.text_field=teacher_text"):
+        trainer(tmp_path / "shards", tmp_path / "run", "train.max_steps=1", "train.eval_steps=-1")
+    summary = pseudo_label(teacher, tmp_path / "shards", tmp_path / "pseudo", language="es", max_new_tokens=8)
+    assert summary["without_reference"] == summary["num_samples"] > 0
