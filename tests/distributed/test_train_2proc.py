@@ -122,7 +122,7 @@ def test_only_rank0_writes(straight):
         trainer_state = json.loads((out / ckpt / "trainer_state.json").read_text())
         assert trainer_state["world_size"] == 2 and set(trainer_state["data_position"]) == {"0", "1"}
     lines = (out / "metrics.jsonl").read_text().splitlines()
-    assert len(lines) == len({(json.loads(line)["step"], "loss" in line) for line in lines})  # one writer
+    assert len(lines) == len({(json.loads(line)["step"], '"loss"' in line) for line in lines})  # one writer
 
 
 def test_reported_metrics_equal_recomputed(straight):

@@ -170,7 +170,7 @@ def test_sbatch_two_nodes_runs_to_the_end(slurm2, one_node, demo_shards, tmp_pat
     out = tmp_path / "run"
     job = _sbatch(slurm2, tmp_path, demo_shards, out, "plain")
     info = wait_for_job(job, slurm2)
-    log = (tmp_path / "plain.out").read_text()
+    log = (tmp_path / "plain.out").read_text(errors="replace")
     assert info["JobState"] == "COMPLETED", log[-4000:]
     assert info["NodeList"] == "node[1-2]" and "main 10.77.0.1:" in log  # the main address from NodeAddr
     assert "one CPU process per node" in log  # GPUS_PER_NODE=0: said, not guessed
@@ -191,7 +191,7 @@ def test_sbatch_two_nodes_requeued_midway_resumes_to_the_same_weights(slurm2, on
         time.sleep(0.2)
     subprocess.run(["scancel", "--signal=USR1", job], env=slurm2, check=True)  # what --signal=USR1@120 sends
     info = wait_for_job(job, slurm2, timeout=400)
-    log = (tmp_path / "requeue.out").read_text()
+    log = (tmp_path / "requeue.out").read_text(errors="replace")
     assert info["JobState"] == "COMPLETED", log[-4000:]
     assert int(info["Restarts"]) == 1 and "preempted (SIGUSR1)" in log and "scontrol requeue" in log
     stopped_at = int(log.split("preempted (SIGUSR1) at step ")[1].split(":")[0])

@@ -40,7 +40,7 @@ def test_train_sbatch_two_tasks(slurm, demo_shards, tmp_path):
         cwd=tmp_path,
     )
     info = wait_for(job)
-    log = next(tmp_path.glob("job-*.out")).read_text()
+    log = next(tmp_path.glob("job-*.out")).read_text(errors="replace")
     assert info["JobState"] == "COMPLETED", log[-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["steps"] == 6 and summary["ranks_identical"]
@@ -62,10 +62,10 @@ def test_preempted_job_checkpoints_requeues_and_finishes(slurm, demo_shards, tmp
     deadline = time.time() + 180
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 5):
         time.sleep(0.2)
-    assert metrics.exists(), (tmp_path / "job.out").read_text()[-3000:]
+    assert metrics.exists(), (tmp_path / "job.out").read_text(errors="replace")[-3000:]
     subprocess.run(["scancel", "--signal=USR1", job], check=True)  # what --signal=USR1@120 sends
     info = wait_for(job, timeout=400)
-    log = (tmp_path / "job.out").read_text()
+    log = (tmp_path / "job.out").read_text(errors="replace")
     assert info["JobState"] == "COMPLETED", log[-3000:]
     assert int(info["Restarts"]) >= 1 and "preempted (SIGUSR1)" in log and "scontrol requeue" in log
     summary = json.loads((out / "run_summary.json").read_text())
@@ -98,7 +98,9 @@ def test_array_shard_job_equals_one_run(slurm, tmp_path):
         if queue.returncode == 0 and not queue.stdout.split():  # (a busy slurmctld answers with an error: ask again)
             break
         time.sleep(0.5)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(tmp_path.glob("shard-*.out")))
+    logs = "\n".join(
+        f"--- {p.name}\n{p.read_text(errors='replace')[-1500:]}" for p in sorted(tmp_path.glob("shard-*.out"))
+    )
     assert (tmp_path / "array" / "train.manifest.json").is_file(), logs
     for split in ("train", "validation", "test"):
         a = json.loads((tmp_path / "single" / f"{split}.manifest.json").read_text())["shards"]
@@ -135,13 +137,13 @@ def test_preempting_one_job_leaves_a_job_beside_it_alone(slurm, demo_shards, tmp
 
     while time.time() < deadline and min(lines("a"), lines("b")) < 3:  # both running at the same time
         time.sleep(0.2)
-    assert min(lines("a"), lines("b")) >= 3, (tmp_path / "a.out").read_text()[-2000:] + (
+    assert min(lines("a"), lines("b")) >= 3, (tmp_path / "a.out").read_text(errors="replace")[-2000:] + (
         tmp_path / "b.out"
     ).read_text()[-2000:]
     subprocess.run(["scancel", "--signal=USR1", jobs["a"]], check=True)
     b = wait_for(jobs["b"], timeout=300)
     subprocess.run(["scancel", jobs["a"]], check=True)  # a was requeued; it need not run again here
-    log_a, log_b = (tmp_path / "a.out").read_text(), (tmp_path / "b.out").read_text()
+    log_a, log_b = (tmp_path / "a.out").read_text(errors="replace"), (tmp_path / "b.out").read_text(errors="replace")
     assert "preempted (SIGUSR1)" in log_a
     assert b["JobState"] == "COMPLETED" and int(b["Restarts"]) == 0, log_b[-3000:]
     assert "preempted" not in log_b  # job b's trainers never saw a signal
@@ -168,7 +170,7 @@ def test_pseudo_label_sbatch_two_tasks_equals_one_process(slurm, demo_shards, tm
         cwd=tmp_path,
     )
     info = wait_for(job)
-    log = next(tmp_path.glob("job-*.out")).read_text()
+    log = next(tmp_path.glob("job-*.out")).read_text(errors="replace")
     assert info["JobState"] == "COMPLETED" and "rank 1: 0 of its 2 shards already labelled" in log, log[-3000:]
     pseudo_label(teacher, demo_shards, tmp_path / "local", language="es", max_new_tokens=8, max_shards=4)
     files = [{p.name: p.read_bytes() for p in sorted((tmp_path / d).iterdir())} for d in ("slurm", "local")]
