@@ -127,11 +127,9 @@ def evaluate(
 ) -> dict:
     """Collective: all ranks call it. Returns the metrics on every rank; the main process writes the files.
 
-    With ``guard`` every row also gets ``prediction_guarded`` (Whisper's temperature fallback, greedy first) and
-    ``fallback_temperature``, and the metrics a ``guarded`` section computed from those. Not under ZeRO-3: the
-    fallback decodes a different number of times on each rank, which its lock-step generation cannot follow.
-    ``with_loss``: also the label loss (``loss``), one more forward per batch (the encoder runs again).
-    """
+    ``guard``: every row also gets ``prediction_guarded`` (Whisper's temperature fallback) and ``fallback_temperature``,
+    the metrics a ``guarded`` section (not under ZeRO-3, whose lock-step cannot follow uneven fallbacks).
+    ``with_loss``: the label loss too (``loss``), one more forward per batch."""
     from accelerate.utils import gather_object
 
     unwrapped = accelerator.unwrap_model(model)
