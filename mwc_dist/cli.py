@@ -115,6 +115,8 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
         language=args.language,
         max_new_tokens=args.max_new_tokens,
         max_shards=args.max_shards,
+        backend=args.backend,
+        compute_type=args.compute_type,
     )
     if summary is not None:
         print(json.dumps(summary, indent=2))
@@ -358,6 +360,18 @@ def _add_pseudo_label(sub) -> None:
     p.add_argument("--language", default=None, help="language for samples that name none (e.g. es)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per clip (default 128)")
     p.add_argument("--max-shards", type=int, default=0, help="label only the split's first N shards (default: all)")
+    p.add_argument(
+        "--backend",
+        choices=["pytorch", "ct2"],
+        default="pytorch",
+        help="decode with PyTorch (default) or CTranslate2 (the teacher converted once into OUT/.teacher-ct2)",
+    )
+    p.add_argument(
+        "--compute-type",
+        default="default",
+        choices=["default", "int8", "int8_float32", "float32", "float16"],
+        help="CTranslate2's compute type (int8: 8-bit weights, the fastest on CPUs; default: the model's)",
+    )
     p.set_defaults(fn=cmd_pseudo_label)
 
 

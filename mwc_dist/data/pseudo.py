@@ -1,6 +1,7 @@
 """Pseudo-labels: a teacher transcribes the training audio once; new shards carry its text beside the reference.
 
     mwc pseudo-label --model TEACHER --data SHARDS --out OUT [--split train] [--batch-size 8] [--language es]
+                     [--backend ct2 --compute-type int8]  # CTranslate2: the teacher converted once, into OUT
     accelerate launch -m mwc_dist.cli pseudo-label ...    # ranks take disjoint shards: shard i -> rank i % world
 
 Each shard of SHARDS/<split> becomes OUT/<same name>.tar with every sample unchanged (same audio bytes) but its
@@ -10,8 +11,10 @@ the reference (null for a sample without one). ``OUT/<name>.quality.jsonl`` repe
 sample, so that training can count what its filter keeps without reading the audio.
 
 A shard is written under a temporary name and renamed when complete: a killed run started again skips the
-finished shards. Tar members carry fixed metadata and each shard is batched the same way wherever it runs, so
-the output is byte-identical to an uninterrupted run's and to a run on any number of ranks. Memory: one batch.
+finished shards; OUT/pseudo_label_run.json records the teacher and the decoding settings, and a run that asks
+for other ones refuses to mix its labels into OUT. Tar members carry fixed metadata and each shard is batched
+the same way wherever it runs, so the output is byte-identical to an uninterrupted run's and to a run on any
+number of ranks. Memory: one batch.
 Rank 0 then writes OUT/<split>.manifest.json and OUT/pseudo_labels.json (counts, samples without a reference,
 what the default filter would drop, by reason), and links the other splits' shards and manifests into OUT, so
 that ``data.shard_dir: OUT`` trains on pseudo-labels and still evaluates on the references.
@@ -101,7 +104,6 @@ def label_shard(teacher, url: str, out: Path, *, batch_size: int, language: str 
     from mwc_dist.data.stream import decode_flac, tar_samples
 
     samples = list(tar_samples([url]))
-    max_new_tokens = min(max_new_tokens, teacher.model.config.max_target_positions - 4)  # after the 4-token prompt
     labelled, quality_rows = [], []
     for start in range(0, len(samples), batch_size):
         batch = samples[start : start + batch_size]
@@ -139,9 +141,14 @@ def pseudo_label(
     language: str | None = None,
     max_new_tokens: int = 128,
     max_shards: int = 0,
+    backend: str = "pytorch",
+    compute_type: str = "default",
     log=print,
 ) -> dict[str, Any] | None:
-    """Label this rank's unfinished shards; rank 0 writes the manifest and summary once all are done (collective)."""
+    """Label this rank's unfinished shards; rank 0 writes the manifest and summary once all are done (collective).
+
+    ``backend="ct2"`` converts the teacher (a Hugging Face folder) to CTranslate2 once, into OUT/.teacher-ct2, and
+    decodes with ``compute_type`` (``int8``: 8-bit weights, the fastest on CPUs)."""
     from mwc_dist.data.stream import ShardSet, load_shard_set
     from mwc_dist.dist import build_process_state
     from mwc_dist.inference import load_backend
@@ -152,21 +159,66 @@ def pseudo_label(
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
     if max_shards:  # the first N shards of the split (the manifest's order): a subset to label
         shards = ShardSet(shards.urls[:max_shards], shards.counts[:max_shards], shards.max_seconds)
+    if backend == "pytorch" and compute_type != "default":
+        raise SystemExit(f"pseudo-label: --compute-type {compute_type} is for --backend ct2; PyTorch decodes in fp32")
+    positions = json.loads((Path(model_dir) / "config.json").read_text())["max_target_positions"]
+    max_new_tokens = min(max_new_tokens, positions - 4)  # after the 4-token prompt
+    run = {"teacher": str(Path(model_dir).resolve()), "backend": backend, "compute_type": compute_type}
+    run |= {"batch_size": batch_size, "language": language, "max_new_tokens": max_new_tokens}
+    if state.is_main_process:
+        _claim(out, run)
+        if backend == "ct2":
+            _convert_ct2(Path(model_dir), out / CT2_TEACHER, compute_type)
+    state.wait_for_everyone()
+    _claim(out, run)  # every rank checks (a rank started alone on a node whose OUT holds another run's labels too)
     mine = [u for i, u in enumerate(shards.urls) if i % state.num_processes == state.process_index]
     todo = [u for u in mine if not (out / Path(u).name).is_file()]
     log(f"rank {state.process_index}: {len(mine) - len(todo)} of its {len(mine)} shards already labelled")
     if todo:
-        teacher = load_backend("pytorch", model_dir)
+        if backend == "ct2":
+            teacher = load_backend("ct2", out / CT2_TEACHER, compute_type)
+        else:
+            teacher = load_backend(backend, model_dir)
         for url in todo:
             label_shard(teacher, url, out, batch_size=batch_size, language=language, max_new_tokens=max_new_tokens)
             log(f"labelled {Path(url).name}")
     state.wait_for_everyone()
-    summary = _finish(shard_dir, out, split, shards.urls) if state.is_main_process else None
+    summary = _finish(shard_dir, out, split, shards.urls, run) if state.is_main_process else None
     state.wait_for_everyone()
     return summary
 
 
-def _finish(shard_dir: Path, out: Path, split: str, urls: list[str]) -> dict[str, Any]:
+CT2_TEACHER = ".teacher-ct2"
+RUN_FILE = "pseudo_label_run.json"
+
+
+def _claim(out: Path, run: dict[str, Any]) -> None:
+    """OUT's labels come from one teacher and one way of decoding: record it, or refuse a run that differs."""
+    path = out / RUN_FILE
+    if not path.is_file():
+        path.write_text(json.dumps(run, indent=2, sort_keys=True))
+        return
+    before = json.loads(path.read_text())
+    if before != run:
+        changed = ", ".join(f"{k}: {before.get(k)!r} -> {v!r}" for k, v in run.items() if before.get(k) != v)
+        raise SystemExit(
+            f"pseudo-label: {out} holds labels from another run ({changed}); pass a new --out, or delete {out} "
+            f"to label again"
+        )
+
+
+def _convert_ct2(model_dir: Path, dest: Path, compute_type: str) -> None:
+    """The teacher in CTranslate2's format, once (written aside and renamed: a killed conversion leaves nothing)."""
+    from mwc_dist.export import export_ct2
+
+    if not (dest / "model.bin").is_file():
+        tmp = dest.with_name(dest.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        export_ct2(model_dir, tmp, compute_type if compute_type in ("int8", "int8_float32", "float16") else "float32")
+        os.replace(tmp, dest)
+
+
+def _finish(shard_dir: Path, out: Path, split: str, urls: list[str], run: dict[str, Any]) -> dict[str, Any]:
     """OUT/<split>.manifest.json (sizes and digests of the new shards), the other splits linked, the summary."""
     import hashlib
 
@@ -189,6 +241,7 @@ def _finish(shard_dir: Path, out: Path, split: str, urls: list[str]) -> dict[str
     default = QualityFilter()
     summary = {
         "split": split,
+        "run": run,
         "num_samples": len(rows),
         "without_reference": sum(r["quality"]["wer"] is None for r in rows),
         "dropped_by_default_filter": dict(

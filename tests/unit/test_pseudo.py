@@ -188,3 +188,25 @@ def test_audio_without_transcripts_is_sharded_pseudo_labelled_and_never_trained_
         trainer(tmp_path / "shards", tmp_path / "run", "train.max_steps=1", "train.eval_steps=-1")
     summary = pseudo_label(teacher, tmp_path / "shards", tmp_path / "pseudo", language="es", max_new_tokens=8)
     assert summary["without_reference"] == summary["num_samples"] > 0
+
+
+def test_ct2_labeller_decodes_as_pytorch_and_a_changed_run_is_refused(teacher, demo_shards, straight, tmp_path):
+    """``--backend ct2``: the teacher converted once into OUT/.teacher-ct2; at float32 its greedy tokens are
+    PyTorch's; int8 weights are really int8. OUT's labels come from one run: another backend is refused, named."""
+    from mwc_dist.data.pseudo import CT2_TEACHER, RUN_FILE, pseudo_label
+
+    kw = {"batch_size": 2, "language": "es", "max_new_tokens": 12}
+    summary = pseudo_label(teacher, demo_shards, tmp_path / "f32", backend="ct2", compute_type="float32", **kw)
+    assert summary["run"]["backend"] == "ct2" and (tmp_path / "f32" / CT2_TEACHER / "model.bin").is_file()
+
+    def texts(folder):
+        rows = [json.loads(x) for p in sorted(folder.glob("*.quality.jsonl")) for x in p.read_text().splitlines()]
+        return {r["key"]: r["teacher_text"] for r in rows}
+
+    assert texts(tmp_path / "f32") == texts(straight) and len(texts(straight)) == 46
+    pseudo_label(teacher, demo_shards, tmp_path / "i8", backend="ct2", compute_type="int8", max_shards=1, **kw)
+    assert json.loads((tmp_path / "i8" / RUN_FILE).read_text())["compute_type"] == "int8"
+    i8, f32 = (tmp_path / d / CT2_TEACHER / "model.bin" for d in ("i8", "f32"))
+    assert i8.stat().st_size < 0.6 * f32.stat().st_size  # 8-bit weights: the converted file is smaller
+    with pytest.raises(SystemExit, match=r"holds labels from another run \(backend: 'pytorch' -> 'ct2'.*new --out"):
+        pseudo_label(teacher, demo_shards, straight, backend="ct2", compute_type="float32", **kw)
