@@ -15,7 +15,6 @@ cost of a resume grows with the steps already taken).
 
 from __future__ import annotations
 
-import json
 import random
 from collections.abc import Iterator
 from typing import Any
@@ -24,7 +23,16 @@ from torch.utils.data import get_worker_info
 
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.data.pack import pack_samples
-from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, bucket_batches, collate, tar_samples
+from mwc_dist.data.stream import (
+    ShardSet,
+    Tokenize,
+    TrainStream,
+    bucket_batches,
+    collate,
+    plan_augmentation,
+    resume_skip,
+    tar_samples,
+)
 
 
 def mix_probabilities(sizes: list[int], weights: list[float], temperature: float) -> list[float]:
@@ -71,18 +79,12 @@ class ResampledStream(TrainStream):
             rng = random.Random(f"{self.seed}-{self.rank}-{worker}-shuffle")
             samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
         if self.augment is not None:  # a plan per draw: a sample drawn twice gets two plans
-            samples = self._plan(samples, f"{self.rank}-{worker}")
+            samples = plan_augmentation(samples, self.augment, 0, per_draw=f"{self.rank}-{worker}")
         if self.pack:  # consecutive draws joined up to the window (data/pack.py)
             samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
-        skip = (self.skip_items - worker + self.num_workers - 1) // self.num_workers if self.skip_items > worker else 0
+        skip = resume_skip(self.skip_items, worker, self.num_workers)
         for n, batch in enumerate(bucket_batches(samples, self.batch_size, self.bucket_size), start=1):
             if n > skip:  # what was consumed before a resume is skipped before decoding
                 yield collate(batch, self.tokenize, self.max_samples, self.augment) | {
                     "sources": [s.get("__source__", s.get("__members__", [{}])[0].get("__source__")) for s in batch]
                 }
-
-    def _plan(self, samples: Iterator[dict], stream: str) -> Iterator[dict]:
-        for n, sample in enumerate(samples):
-            duration = json.loads(sample["json"])["duration"]
-            plan = self.augment.plan(sample["__key__"], f"{stream}-{n}", duration)
-            yield sample | {"__plan__": plan, "__duration__": duration / plan.speed}

@@ -13,9 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-
-def _duration(sample: dict[str, Any], meta: dict[str, Any]) -> float:
-    return sample.get("__duration__", meta["duration"])
+from mwc_dist.data.stream import trained_duration
 
 
 def pack_samples(samples: Iterator[dict[str, Any]], window_seconds: float, tokenize) -> Iterator[dict[str, Any]]:
@@ -32,7 +30,7 @@ def pack_samples(samples: Iterator[dict[str, Any]], window_seconds: float, token
 
 def _fits(members: list[tuple[dict, dict]], window_seconds: float, tokenize) -> bool:
     languages = {m.get("language") for _, m in members}
-    if len(languages) > 1 or sum(_duration(s, m) for s, m in members) > window_seconds + 1e-6:
+    if len(languages) > 1 or sum(trained_duration(s, m) for s, m in members) > window_seconds + 1e-6:
         return False
     return tokenize.fits(tokenize(" ".join(m["text"].strip() for _, m in members), languages.pop()))
 
@@ -41,7 +39,7 @@ def _packed(members: list[tuple[dict, dict]]) -> dict[str, Any]:
     if len(members) == 1:
         return members[0][0]
     metas = [m for _, m in members]
-    duration = sum(_duration(s, m) for s, m in members)
+    duration = sum(trained_duration(s, m) for s, m in members)
     meta = {
         "key": "+".join(m["key"] for m in metas),
         "text": " ".join(m["text"].strip() for m in metas),

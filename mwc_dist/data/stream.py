@@ -200,17 +200,25 @@ def _augmented(samples: list[dict[str, Any]], augment) -> dict[str, Any]:
     return {"speeds": [p and p.speed for p in plans], "snr_db": [p and p.snr_db for p in plans]}
 
 
-def _duration(sample: dict[str, Any]) -> float:
+def trained_duration(sample: dict[str, Any], meta: dict[str, Any] | None = None) -> float:
     """The clip's duration as it will be trained on (after speed perturbation, when planned)."""
-    return sample["__duration__"] if "__duration__" in sample else json.loads(sample["json"])["duration"]
+    if "__duration__" in sample:
+        return sample["__duration__"]
+    return (meta if meta is not None else json.loads(sample["json"]))["duration"]
 
 
-def plan_augmentation(samples: Iterator[dict], augment, epoch: int) -> Iterator[dict]:
-    """Attach each sample's augmentation plan and its new duration (what the buckets sort by)."""
-    for sample in samples:
+def plan_augmentation(samples: Iterator[dict], augment, epoch: int, per_draw: str | None = None) -> Iterator[dict]:
+    """Attach each sample's augmentation plan and its new duration (what the buckets sort by). ``per_draw`` (an
+    endless stream's name): each draw gets its own plan, so a sample drawn twice gets two."""
+    for n, sample in enumerate(samples):
         duration = json.loads(sample["json"])["duration"]
-        plan = augment.plan(sample["__key__"], epoch, duration)
+        plan = augment.plan(sample["__key__"], epoch if per_draw is None else f"{per_draw}-{n}", duration)
         yield sample | {"__plan__": plan, "__duration__": duration / plan.speed}
+
+
+def resume_skip(skip_items: int, worker: int, num_workers: int) -> int:
+    """Batches this loader worker skips after a resume: of ``skip_items`` consumed round robin from worker 0."""
+    return (skip_items - worker + num_workers - 1) // num_workers if skip_items > worker else 0
 
 
 def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int) -> Iterator[list[dict]]:
@@ -226,7 +234,7 @@ def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int
 
 
 def _cut(bucket: list[dict], batch_size: int) -> Iterator[list[dict]]:
-    bucket.sort(key=_duration)
+    bucket.sort(key=trained_duration)
     for start in range(0, len(bucket) - batch_size + 1, batch_size):
         yield bucket[start : start + batch_size]
 
@@ -326,7 +334,7 @@ class TrainStream(IterableDataset):
         # -> pad to the longest worker of this rank, so the loader's round robin stays regular
         target = max(self.worker_batches(self.rank))
         n = 0
-        skip = (self.skip_items - worker + self.num_workers - 1) // self.num_workers if self.skip_items > worker else 0
+        skip = resume_skip(self.skip_items, worker, self.num_workers)
         for batch in batches:
             if n == target:
                 break
