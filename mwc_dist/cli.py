@@ -195,7 +195,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from mwc_dist.demo import Demo
 
-    Demo(Path(args.out), pseudo_labels=args.pseudo_labels).run()
+    Demo(Path(args.out), references=args.references).run()
     return 0
 
 
@@ -485,9 +485,9 @@ def _add_demo(sub) -> None:
     )
     p.add_argument("--out", default="demo_output", help="output folder (default demo_output)")
     p.add_argument(
-        "--pseudo-labels",
+        "--references",
         action="store_true",
-        help="distil the student on the teacher's pseudo-labels (quality filter on): about 10 minutes more",
+        help="distil the student on the references instead of the teacher's pseudo-labels (no labelling step)",
     )
     p.set_defaults(fn=cmd_demo)
 

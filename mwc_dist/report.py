@@ -14,6 +14,8 @@ ROWS = [
     ("student-ct2", "student, CTranslate2"),
 ]
 
+MODELS = ("base", "finetuned", "student")
+
 
 def _load(out: Path, name: str) -> dict | None:
     path = out / "eval" / name / "metrics.json"  # name: "<split>/<model>"
@@ -140,19 +142,33 @@ def _corpus(out: Path) -> list[str]:
 
 
 def _pseudo_labels(out: Path) -> list[str]:
-    """What the student learned from: the teacher's pseudo-labels, and what the quality filter dropped, by reason."""
-    labelled, run = out / "shards-pseudo" / "pseudo_labels.json", out / "runs" / "student" / "run_summary.json"
-    if not labelled.is_file() or not run.is_file():
+    """What the student learned from: the teacher's pseudo-labels (and who made them), and what the quality filter
+    (the thresholds of the student's own config.yaml) dropped, by reason."""
+    import yaml
+
+    student = out / "runs" / "student"
+    labelled, run, config = (
+        out / "shards-pseudo" / "pseudo_labels.json",
+        student / "run_summary.json",
+        student / "config.yaml",
+    )
+    if not labelled.is_file() or not run.is_file() or not config.is_file():
         return []
     summary, dropped = json.loads(labelled.read_text()), json.loads(run.read_text()).get("pseudo_labels_dropped")
     if dropped is None:
         return []
+    data = yaml.safe_load(config.read_text())["data"]
+    labeller = summary.get("run", {})
+    engine = {"ct2": "CTranslate2", "pytorch": "PyTorch"}.get(labeller.get("backend"), "PyTorch")
+    if labeller.get("compute_type", "default") != "default":
+        engine += f" {labeller['compute_type']}"
     kept = summary["num_samples"] - sum(dropped.values())
     reasons = ", ".join(f"{n} {why.replace('_', ' ')}" for why, n in dropped.items()) or "none"
     return [
-        f"- the student's targets: the teacher's pseudo-labels (`mwc pseudo-label`) of {summary['num_samples']} "
-        f"training clips; the quality filter (WER against the reference <= 10 %, mean log-probability >= -1, "
-        f"compression ratio <= 2.4, no looping n-gram, not empty) kept {kept} and dropped "
+        f"- the student's targets: the teacher's pseudo-labels (`mwc pseudo-label`, greedy, {engine}) of "
+        f"{summary['num_samples']} training clips; the quality filter (WER against the reference <= "
+        f"{data['pseudo_max_wer']:.0%}, mean log-probability >= {data['pseudo_min_avg_logprob']:g}, compression "
+        f"ratio <= {data['pseudo_max_compression_ratio']:g}, no looping n-gram, not empty) kept {kept} and dropped "
         f"{sum(dropped.values())}: {reasons} ([pseudo_labels.json](shards-pseudo/pseudo_labels.json))",
     ]
 
@@ -181,7 +197,11 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
             f"{name}, {split}": r["guarded"]["loop_rate"] for name, r in m.items() if r and "guarded" in r
         }
         lines += [f"## {title}", "", what + ".", "", COLUMNS, "|" + " --- |" * 16]
-        lines += [_row(label, m[name], f"eval/{split}/{name}/predictions.jsonl") for name, label in ROWS]
+        lines += [
+            _row(label, m[name], f"eval/{split}/{name}/predictions.jsonl")
+            for name, label in ROWS
+            if m[name] is not None or name in MODELS  # the exports' rows only where they were evaluated
+        ]
         lines.append("")
     teacher, student = out / "runs" / "finetune", out / "runs" / "student"
     lines += [

@@ -83,10 +83,16 @@ def test_a_changed_predictions_file_fails_the_check(tmp_path, where, field, row,
 def test_report_says_what_the_pseudo_label_filter_dropped(tmp_path):
     _demo_folder(tmp_path)
     (tmp_path / "shards-pseudo").mkdir()
-    (tmp_path / "shards-pseudo" / "pseudo_labels.json").write_text(json.dumps({"num_samples": 500}))
-    summary = tmp_path / "runs" / "student" / "run_summary.json"
+    labeller = {"backend": "ct2", "compute_type": "int8"}
+    (tmp_path / "shards-pseudo" / "pseudo_labels.json").write_text(json.dumps({"num_samples": 500, "run": labeller}))
+    student = tmp_path / "runs" / "student"
     dropped = {"wer_vs_reference": 61, "repeated_ngram": 2}
-    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"pseudo_labels_dropped": dropped}))
+    summary = json.loads((student / "run_summary.json").read_text()) | {"pseudo_labels_dropped": dropped}
+    (student / "run_summary.json").write_text(json.dumps(summary))
+    config = json.loads((student / "config.yaml").read_text())
+    filter_keys = {"pseudo_max_wer": 0.25, "pseudo_min_avg_logprob": -0.8, "pseudo_max_compression_ratio": 2.4}
+    (student / "config.yaml").write_text(json.dumps(config | {"data": filter_keys}))  # JSON is YAML
     report = write_report(tmp_path, {}).read_text()
-    assert "pseudo-labels (`mwc pseudo-label`) of 500 training clips" in report
+    assert "pseudo-labels (`mwc pseudo-label`, greedy, CTranslate2 int8) of 500 training clips" in report
+    assert "WER against the reference <= 25%, mean log-probability >= -0.8, compression ratio <= 2.4" in report
     assert "kept 437 and dropped 63: 61 wer vs reference, 2 repeated ngram" in report
