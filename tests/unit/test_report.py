@@ -96,3 +96,16 @@ def test_report_says_what_the_pseudo_label_filter_dropped(tmp_path):
     assert "pseudo-labels (`mwc pseudo-label`, greedy, CTranslate2 int8) of 500 training clips" in report
     assert "WER against the reference <= 25%, mean log-probability >= -0.8, compression ratio <= 2.4" in report
     assert "kept 437 and dropped 63: 61 wer vs reference, 2 repeated ngram" in report
+
+
+def test_export_rows_appear_only_where_the_exports_were_evaluated(tmp_path):
+    """The demo evaluates its exports out of domain only: their rows stand in that table and not in the other."""
+    _demo_folder(tmp_path)
+    rows = [{"key": f"k{i}", "reference": r, "prediction": r, "language": "es"} for i, r in enumerate(REFS)]
+    metrics = compute_metrics(REFS, REFS, "es") | {"audio_seconds": 9.0, "decode_seconds": 1.0}
+    write_eval(tmp_path / "eval" / "ood" / "student-onnx", rows, metrics)
+    report = write_report(tmp_path, {}).read_text()
+    ood, indomain = report.split("## In-domain test")
+    assert ood.count("student, ONNX Runtime") == 1 and "student, ONNX Runtime" not in indomain
+    assert "student, CTranslate2" not in report and "(not run)" not in report
+    assert check_report(tmp_path) == 7
