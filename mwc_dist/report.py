@@ -170,6 +170,22 @@ def _pseudo_labels(out: Path) -> list[str]:
     ]
 
 
+def _parity(out: Path) -> list[str]:
+    parity = out / "exports" / "student" / "parity.json"
+    if not parity.is_file():
+        return []
+    p = json.loads(parity.read_text()).get("parity", {})
+    lines = ["", "## Export parity (student, 8 test clips)", ""]
+    for fmt in ("onnx", "ct2"):
+        if fmt in p:
+            e = p[fmt]
+            lines.append(
+                f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
+                f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}"
+            )
+    return lines + ["- details: [parity.json](exports/student/parity.json)"]
+
+
 def write_report(out: Path, timings: dict[str, float]) -> Path:
     lines = [
         "# mwc-dist demo report",
@@ -212,18 +228,7 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         "",
         *_goals(headline, loops, guarded_loops),
     ]
-    parity = out / "exports" / "student" / "parity.json"
-    if parity.is_file():
-        p = json.loads(parity.read_text()).get("parity", {})
-        lines += ["", "## Export parity (student, 8 test clips)", ""]
-        for fmt in ("onnx", "ct2"):
-            if fmt in p:
-                e = p[fmt]
-                lines.append(
-                    f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
-                    f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}"
-                )
-        lines.append("- details: [parity.json](exports/student/parity.json)")
+    lines += _parity(out)
     lines += ["", "## Training curves", ""]
     for run in ("finetune", "student"):
         if (out / "runs" / run / "training_curves.png").is_file():
