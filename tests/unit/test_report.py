@@ -109,3 +109,17 @@ def test_export_rows_appear_only_where_the_exports_were_evaluated(tmp_path):
     assert ood.count("student, ONNX Runtime") == 1 and "student, ONNX Runtime" not in indomain
     assert "student, CTranslate2" not in report and "(not run)" not in report
     assert check_report(tmp_path) == 7
+
+
+def test_report_states_each_exports_parity_from_parity_json(tmp_path):
+    _demo_folder(tmp_path)
+    parity = {
+        "clips": 8,
+        "onnx": {"identical_clips": 8, "encoder_max_abs_diff": 2.5e-6, "ok": True},
+        "ct2": {"identical_clips": 6, "encoder_max_abs_diff": 0.031, "ok": False},
+    }
+    (tmp_path / "exports" / "student").mkdir(parents=True)
+    (tmp_path / "exports" / "student" / "parity.json").write_text(json.dumps({"parity": parity}))
+    report = write_report(tmp_path, {}).read_text()
+    assert "- onnx: 8/8 clips with PyTorch's exact tokens, encoder max-abs difference 2.50e-06 — ok" in report
+    assert "- ct2: 6/8 clips with PyTorch's exact tokens, encoder max-abs difference 3.10e-02 — FAILED" in report
