@@ -370,7 +370,8 @@ def _add_pseudo_label(sub) -> None:
         "--compute-type",
         default="default",
         choices=["default", "int8", "int8_float32", "float32", "float16"],
-        help="CTranslate2's compute type (int8: 8-bit weights, the fastest on CPUs; default: the model's)",
+        help="CTranslate2's compute type (int8: 8-bit weights, the fastest on CPUs; float16: GPUs only; "
+        "default: the model's)",
     )
     p.set_defaults(fn=cmd_pseudo_label)
 

@@ -159,6 +159,8 @@ def pseudo_label(
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
     if max_shards:  # the first N shards of the split (the manifest's order): a subset to label
         shards = ShardSet(shards.urls[:max_shards], shards.counts[:max_shards], shards.max_seconds)
+    if backend not in ("pytorch", "ct2"):
+        raise SystemExit(f"pseudo-label: backend {backend!r}: choose pytorch or ct2")
     if backend == "pytorch" and compute_type != "default":
         raise SystemExit(f"pseudo-label: --compute-type {compute_type} is for --backend ct2; PyTorch decodes in fp32")
     positions = json.loads((Path(model_dir) / "config.json").read_text())["max_target_positions"]
@@ -175,10 +177,7 @@ def pseudo_label(
     todo = [u for u in mine if not (out / Path(u).name).is_file()]
     log(f"rank {state.process_index}: {len(mine) - len(todo)} of its {len(mine)} shards already labelled")
     if todo:
-        if backend == "ct2":
-            teacher = load_backend("ct2", out / CT2_TEACHER, compute_type)
-        else:
-            teacher = load_backend(backend, model_dir)
+        teacher = load_backend(backend, out / CT2_TEACHER if backend == "ct2" else model_dir, compute_type)
         for url in todo:
             label_shard(teacher, url, out, batch_size=batch_size, language=language, max_new_tokens=max_new_tokens)
             log(f"labelled {Path(url).name}")
