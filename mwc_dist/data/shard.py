@@ -89,6 +89,8 @@ def plan_fingerprint(chunks: list[Chunk], cfg: DataConfig) -> str:
         h.update(chunk.name.encode())
         for item in chunk.items:
             h.update(f"\0{item.key}\0{item.text}\0{item.language}\0{item.speaker}".encode())
+            for seg in item.segments or ():  # a recording: its times decide its windows
+                h.update(f"\0{seg.start}\0{seg.end}\0{seg.text}\0{seg.problem}".encode())
     return h.hexdigest()
 
 
@@ -111,7 +113,7 @@ def _read_hf(ref: HFRef) -> tuple[bytes | str, str]:
 _TOKENIZE = []  # one per worker process, built on first use
 
 
-def _label_too_long(text: str, limit: int) -> str | None:
+def _label_too_long(text: str, limit: int, timestamps: int = 0) -> str | None:
     """Why the transcript cannot be a Whisper label of at most ``limit`` tokens, or None when it fits.
 
     Counted as training counts it (data/stream.py Tokenize): decoder start, language, task, no-timestamps,
@@ -125,7 +127,7 @@ def _label_too_long(text: str, limit: int) -> str | None:
 
         _TOKENIZE.append(Tokenize(load_tokenizer(), language="en", task="transcribe"))
     tokenize = _TOKENIZE[0]
-    n = tokenize.decoder_length(tokenize(text))
+    n = tokenize.decoder_length(tokenize(text)) + max(0, timestamps - 1)
     if n <= limit:
         return None
     return (
@@ -134,11 +136,16 @@ def _label_too_long(text: str, limit: int) -> str | None:
     )
 
 
-def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], bytes] | Reject:
-    """Decode, check and re-encode one item (runs in a worker process)."""
-    from mwc_dist.audio.decode import AudioError, load_audio
-    from mwc_dist.audio.encode import encode_bytes
+Result = tuple[dict[str, Any], bytes] | Reject
 
+
+def process_item(item: Item, settings: dict[str, Any]) -> Result | list[Result]:
+    """Decode, check and re-encode one item (runs in a worker process); a recording gives a list (its windows
+    and its bad segments)."""
+    from mwc_dist.audio.decode import AudioError, load_audio
+
+    if item.segments is not None:
+        return process_recording(item, settings)
     too_long = _label_too_long(item.text, settings.get("max_label_tokens", 0))
     if too_long:
         return Reject(item.source, "too_many_tokens", too_long, item.key)
@@ -156,10 +163,7 @@ def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], 
         return Reject(item.source, exc.reason, exc.detail, item.key)
     except Exception as exc:  # an unexpected decoder failure must not stop a million-file run
         return Reject(item.source, "unreadable", f"{type(exc).__name__}: {exc}", item.key)
-    fmt = settings["shard_audio_format"]
-    payload = (
-        encode_bytes(wave, settings["sample_rate"], fmt) if fmt == "flac" else _float_wav(wave, settings["sample_rate"])
-    )
+    payload = _payload(wave, settings)
     meta = {
         "key": item.key,
         "text": item.text,
@@ -171,6 +175,58 @@ def process_item(item: Item, settings: dict[str, Any]) -> tuple[dict[str, Any], 
         "source": item.source,
     }
     return meta, payload
+
+
+def process_recording(item: Item, settings: dict[str, Any]) -> list[Result]:
+    """A long recording: decoded whole, its segments checked against its length, cut into windows of at most
+    data.max_duration_seconds (data/recordings.py); one sample per window, one Reject per bad segment."""
+    from mwc_dist.audio.decode import AudioError, load_audio
+    from mwc_dist.data.recordings import check_segments, plan_windows
+
+    rate, window = settings["sample_rate"], settings["max_duration_seconds"]
+    try:
+        wave = load_audio(item.audio, item.audio, sample_rate=rate, normalize=settings["normalize"])
+    except AudioError as exc:
+        return [Reject(item.source, exc.reason, exc.detail, item.key)]
+    except Exception as exc:
+        return [Reject(item.source, "unreadable", f"{type(exc).__name__}: {exc}", item.key)]
+    segments = check_segments(item.segments, window, len(wave) / rate)
+    out: list[Result] = [
+        Reject(s.where, s.problem, s.detail, item.key, {"recording": item.key, "start": s.start, "end": s.end})
+        for s in segments
+        if s.problem
+    ]
+    for n, win in enumerate(plan_windows(segments, window, len(wave) / rate)):
+        key = f"{item.key}-w{n:04d}"
+        too_long = _label_too_long(win.text, settings.get("max_label_tokens", 0), 2 * len(win.segments))
+        if too_long:
+            out.append(Reject(f"{item.source} window {n}", "too_many_tokens", too_long, key))
+            continue
+        first, last = round(win.start * rate), round(win.end * rate)
+        win.start = first / rate  # times relative to the window's first sample
+        meta = {
+            "key": key,
+            "text": win.text,
+            "language": item.language,
+            "speaker": item.speaker,
+            "duration": round((last - first) / rate, 4),
+            "num_samples": last - first,
+            "sample_rate": rate,
+            "source": item.source,
+            "recording": item.key,
+            "offset": round(first / rate, 4),
+            "segments": win.relative_segments(),
+            "prev_text": win.prev_text,
+        }
+        out.append((meta, _payload(wave[first:last], settings)))
+    return out
+
+
+def _payload(wave, settings: dict[str, Any]) -> bytes:
+    from mwc_dist.audio.encode import encode_bytes
+
+    fmt, rate = settings["shard_audio_format"], settings["sample_rate"]
+    return encode_bytes(wave, rate, fmt) if fmt == "flac" else _float_wav(wave, rate)
 
 
 def _float_wav(wave, rate: int) -> bytes:
@@ -250,9 +306,17 @@ class _ShardSink:
         self.keys: list[str] = []
         self.seconds = 0.0
         self.without_text = 0  # data.allow_missing_text: samples sharded without a transcript
+        self.recordings, self.windows = 0, 0  # long recordings, and the windows cut from them
         self.quarantined: list[dict[str, Any]] = []
 
-    def add(self, result: tuple[dict[str, Any], bytes] | Reject) -> None:
+    def add(self, result: Result | list[Result]) -> None:
+        if isinstance(result, list):  # a recording: its windows, its bad segments
+            windows = [r for r in result if not isinstance(r, Reject)]
+            self.recordings += bool(windows)
+            self.windows += len(windows)
+            for r in result:
+                self.add(r)
+            return
         if isinstance(result, Reject):
             self.quarantined.append(result.to_json() | {"split": self.chunk.split})
             return
@@ -273,6 +337,8 @@ class _ShardSink:
             "num_samples": len(self.keys),
             "seconds": round(self.seconds, 4),
             "without_text": self.without_text,
+            "recordings": self.recordings,
+            "windows": self.windows,
             "keys": self.keys,
             "quarantined": self.quarantined,
         }
@@ -324,6 +390,8 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
             "split": split,
             "num_samples": sum(r["num_samples"] for r in recs),
             "without_text": sum(r.get("without_text", 0) for r in recs),  # audio-only items (pseudo-label them)
+            "num_recordings": sum(r.get("recordings", 0) for r in recs),  # long recordings, cut into windows
+            "num_windows": sum(r.get("windows", 0) for r in recs),
             "num_shards": len(shards),
             "seconds": round(seconds, 3),
             "hours": round(seconds / 3600, 6),
@@ -333,7 +401,9 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
             "plan": plan["fingerprint"],
         }
         _atomic_write(out_dir / f"{split}.manifest.json", json.dumps(manifest, indent=2))
-        summary["splits"][split] = {k: manifest[k] for k in ("num_samples", "num_shards", "hours")}
+        summary["splits"][split] = {
+            k: manifest[k] for k in ("num_samples", "num_shards", "hours", "num_recordings", "num_windows")
+        }
     _atomic_write(out_dir / "quarantine.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine))
     summary["quarantined"] = len(quarantine)
     summary["reasons"] = dict(Counter(q["reason"] for q in quarantine).most_common())
@@ -430,7 +500,10 @@ def shard_source(
 def format_summary(summary: dict[str, Any], out_dir: Path) -> str:
     lines = [f"shards in {out_dir}:"]
     for split, s in summary["splits"].items():
-        lines.append(f"  {split:<10} {s['num_samples']:>8} samples {s['num_shards']:>5} shards {s['hours']:>9.4f} h")
+        line = f"  {split:<10} {s['num_samples']:>8} samples {s['num_shards']:>5} shards {s['hours']:>9.4f} h"
+        if s.get("num_recordings"):
+            line += f" ({s['num_windows']} windows from {s['num_recordings']} recordings)"
+        lines.append(line)
     lines.append(f"  quarantined {summary['quarantined']} item(s) -> {out_dir / 'quarantine.jsonl'}")
     for reason, n in summary["reasons"].items():
         lines.append(f"    {reason:<20} {n}")

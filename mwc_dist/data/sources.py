@@ -25,8 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from mwc_dist.config import SPLITS, DataConfig
+from mwc_dist.data.recordings import Segment, parse_subtitles, segments_from_rows
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.json")
+SUBTITLE_SUFFIXES = (".srt", ".vtt")  # a long recording's time-aligned text, beside the audio (same stem)
 AUDIO_COLUMN_ALIASES = ("file_name", "path", "audio", "audio_path", "file", "filename")
 TEXT_COLUMN_ALIASES = ("text", "transcription", "sentence", "transcript")
 
@@ -56,6 +58,8 @@ class Item:
     language: str | None = None
     speaker: str | None = None
     split: str | None = None  # a split the source names; None = decided by hash
+    # a long recording (data/recordings.py): its segments in file order, cut into windows when sharded; None: a clip
+    segments: list[Segment] | None = None
 
 
 @dataclass
@@ -199,6 +203,8 @@ def _rows_to_items(
     columns = set().union(*(r.keys() for r in rows if isinstance(r, dict))) - {None} if rows else set()
     audio_col = _find_column(columns, cfg.audio_column, AUDIO_COLUMN_ALIASES)
     text_col = _find_column(columns, cfg.text_column, TEXT_COLUMN_ALIASES)
+    if text_col is None and "segments" in columns:  # long recordings only: their text is in the segments
+        text_col = cfg.text_column
     if rows and (audio_col is None or (text_col is None and not cfg.allow_missing_text)):
         missing = [n for n, c in (("audio", audio_col), ("text", text_col)) if c is None]
         raise SourceError(
@@ -243,12 +249,18 @@ def _row_to_item(
         referenced.add(_resolve(path))
     explicit_id = _opt_str(row.get(cfg.id_column))
     key = make_key(explicit_id) if explicit_id else _rel_key(path, root)
-    text, bad = _check_text(row.get(text_col), f"{where} ({path})", key, cfg.allow_missing_text)
-    if bad:
-        return bad
     split = _opt_str(row.get(cfg.split_column))
     if split is not None and split not in SPLITS:
         return Reject(where, "invalid_split", f"split {split!r} is not one of {', '.join(SPLITS)}", key)
+    if isinstance(row.get("segments"), list):  # a long recording with time-aligned text
+        if not path.is_file():
+            return _missing_file(path, where, key)
+        speaker, language = _opt_str(row.get(cfg.speaker_column)), _opt_str(row.get(cfg.language_column))
+        segments = segments_from_rows(row["segments"], where)
+        return _recording(key, path, segments, where, cfg, speaker=speaker, language=language, split=split)
+    text, bad = _check_text(row.get(text_col), f"{where} ({path})", key, cfg.allow_missing_text)
+    if bad:
+        return bad
     if not path.is_file():
         return _missing_file(path, where, key)
     language = _opt_str(row.get(cfg.language_column)) or cfg.language
@@ -283,6 +295,12 @@ def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     for path in audio_files:
         key = _rel_key(path, root)
         txt = path.with_suffix(".txt")
+        subtitles = next((path.with_suffix(s) for s in SUBTITLE_SUFFIXES if path.with_suffix(s).is_file()), None)
+        if not txt.is_file() and subtitles is not None:  # a long recording
+            cues = parse_subtitles(_read_text_file(subtitles), subtitles.name)
+            got = _recording(key, path, cues, str(subtitles), cfg)
+            (items if isinstance(got, Item) else rejects).append(got)
+            continue
         if not txt.is_file() and cfg.allow_missing_text:
             items.append(Item(key, str(path), "", str(path), cfg.language))
             continue
@@ -296,7 +314,37 @@ def folder_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
             rejects.append(bad)
             continue
         items.append(Item(key, str(path), text, str(path), cfg.language))
-    return items, rejects
+    return items, rejects + _orphan_subtitles(root, audio_files)
+
+
+def _recording(key: str, audio: Path, segments: list[Segment], where: str, cfg: DataConfig, **extra) -> Item | Reject:
+    """A long recording's Item; its segments are checked and windowed when it is decoded (data/shard.py)."""
+    if not segments:
+        return Reject(where, "no_segments", "no subtitle cue or segment found: nothing to train on", key)
+    text = " ".join(s.text for s in segments if s.text and not s.problem)
+    return Item(
+        key,
+        str(audio),
+        text,
+        where,
+        extra.get("language") or cfg.language,
+        extra.get("speaker"),
+        extra.get("split"),
+        segments=segments,
+    )
+
+
+def _orphan_subtitles(root: Path, audio_files: list[Path]) -> list[Reject]:
+    """Subtitle files with no audio of the same stem: reported, never skipped silently."""
+    stems = {p.with_suffix("") for p in audio_files}
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames.sort()
+        for f in sorted(filenames):
+            path = Path(dirpath) / f
+            if path.suffix.lower() in SUBTITLE_SUFFIXES and path.with_suffix("") not in stems:
+                out.append(Reject(str(path), "missing_audio", "a subtitle file with no audio file of the same stem"))
+    return out
 
 
 def manifest_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
