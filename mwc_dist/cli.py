@@ -86,6 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from mwc_dist.evaluate import run_eval
     from mwc_dist.inference import Guard
 
+    if args.long_form:
+        return _eval_long_form(args)
     run_eval(
         args.model,
         args.data,
@@ -100,6 +102,26 @@ def cmd_eval(args: argparse.Namespace) -> int:
         guard=None if args.no_guard else Guard(),
         with_loss=args.loss,
     )
+    return 0
+
+
+def _eval_long_form(args: argparse.Namespace) -> int:
+    from mwc_dist.inference import Guard
+    from mwc_dist.longform import LongFormEval, run_long_form_eval
+
+    guard = None if args.no_guard else Guard()
+    options = LongFormEval(args.language, args.task, guard, args.max_length, chunked=not args.no_chunked)
+    metrics = run_long_form_eval(args.model, args.data, args.out, options=options)
+    if metrics is not None:
+        seq = metrics["sequential"]
+        start = seq["median_start_error"]
+        print(
+            f"{metrics['num_recordings']} recordings, {metrics['audio_seconds']:.0f} s: "
+            f"sequential WER {seq['wer']:.4f}, "
+            f"median start error {'-' if start is None else f'{start:.2f} s'}, loops {seq['loops']}, "
+            f"truncated {seq['truncated']}, {seq['decode_seconds']:.1f} s ({', '.join(seq['modes'])})"
+            + (f"; chunked WER {metrics['chunked']['wer']:.4f}" if "chunked" in metrics else "")
+        )
     return 0
 
 
@@ -176,6 +198,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from mwc_dist.audio.decode import AudioError, load_audio
     from mwc_dist.inference import Guard, format_output, load_backend, transcribe
+    from mwc_dist.longform import transcribe_long
 
     backend = load_backend(args.backend, args.model, compute_type=args.compute_type)
     guard = None if args.no_guard else Guard(seed=args.seed)
@@ -187,7 +210,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens, guard=guard)
+        if len(wave) <= backend.window_samples and not args.timestamps:  # one window: a plain transcript
+            results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens, guard=guard)
+            continue
+        long = transcribe_long(
+            backend, wave, args.language, args.task, guard, args.max_new_tokens, sequential=not args.chunked
+        )
+        if long.mode != "sequential":
+            print(f"{path}: cut in pauses, times are the cuts ({long.mode.split(': ', 1)[-1]})", file=sys.stderr)
+        results[path] = long.segments
     print(format_output(results, args.format))
     return 1 if failed else 0
 
@@ -338,6 +369,14 @@ def _add_eval(sub) -> None:
     p.add_argument(
         "--loss", action="store_true", help="also the label loss (teacher-forced cross-entropy): one more forward"
     )
+    p.add_argument(
+        "--long-form",
+        action="store_true",
+        help="whole recordings: --data is audio with .srt/.vtt beside it, or a JSON/JSONL with segments; each is "
+        "decoded sequentially with the model's timestamps and previous text (and cut in pauses, for comparison); "
+        "writes OUT/predictions_long.jsonl and OUT/metrics_long.json (WER, median start error, loops, truncations)",
+    )
+    p.add_argument("--no-chunked", action="store_true", help="with --long-form: sequential decoding only")
     p.set_defaults(fn=cmd_eval)
 
 
@@ -463,7 +502,16 @@ def _add_transcribe(sub) -> None:
     )
     p.add_argument("--language", default=None, help="language code or name (e.g. es); default: the model detects it")
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
-    p.add_argument("--format", default="text", choices=["text", "json", "srt"], help="output format (default text)")
+    p.add_argument(
+        "--format", default="text", choices=["text", "json", "srt", "vtt"], help="output format (default text)"
+    )
+    p.add_argument(
+        "--chunked",
+        action="store_true",
+        help="cut long audio in pauses and decode each piece alone; by default audio longer than the model's window "
+        "is decoded sequentially with the model's own timestamps and the previous text as context (PyTorch backend)",
+    )
+    p.add_argument("--timestamps", action="store_true", help="predicted segment times for audio within one window too")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per 30-s window (default 128)")
     p.add_argument("--compute-type", default="default", help="CTranslate2 compute type (default: as saved)")
     p.add_argument(

@@ -81,6 +81,11 @@ class DataConfig:
     pseudo_max_compression_ratio: float = 2.4
     # join consecutive clips (and transcripts) up to the model's window, in one language and within the decoder
     pack_to_window: bool = False
+    # Whisper's training sequences (data/labels.py), drawn per (seed, epoch, sample): the share of samples trained
+    # with timestamp tokens (<|t0|> text <|t1|> per segment), and the share trained with the previous window's text
+    # (long recordings' windows have one; clips none) as the <|startofprev|> prompt (given, never learned)
+    timestamp_probability: float = 0.0
+    condition_on_prev_probability: float = 0.0
     resampled: bool = False
     mix_shard_dirs: list[str] = field(default_factory=list)
     mix_weights: list[float] = field(default_factory=list)  # [] = each folder's sample count
@@ -431,6 +436,9 @@ def _validate_data(d: DataConfig, problems: list[str]) -> None:
         problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
     if d.shard_audio_format not in ("flac", "wav"):
         problems.append(f"data.shard_audio_format: must be flac or wav; got {d.shard_audio_format!r}")
+    for key in ("timestamp_probability", "condition_on_prev_probability"):
+        if not 0 <= getattr(d, key) <= 1:
+            problems.append(f"data.{key}: a probability in [0, 1]; got {getattr(d, key)}")
     if d.text_field not in ("text", "teacher_text"):
         problems.append(f"data.text_field: text (the reference) or teacher_text (pseudo-labels); got {d.text_field!r}")
     if d.mix_weights and len(d.mix_weights) != len(d.mix_shard_dirs):

@@ -400,11 +400,15 @@ def format_output(results: dict[str, list[Segment]], fmt: str) -> str:
             ensure_ascii=False,
             indent=2,
         )
-    if fmt == "srt":
+    if fmt in ("srt", "vtt"):
         blocks = []
         for segs in results.values():
             for s in segs:
                 if s.text:
-                    blocks.append(f"{len(blocks) + 1}\n{_srt_time(s.start)} --> {_srt_time(s.end)}\n{s.text}\n")
-        return "\n".join(blocks)
+                    start, end = _srt_time(s.start), _srt_time(s.end)
+                    if fmt == "vtt":  # WebVTT: a dot before the milliseconds, no cue numbers needed
+                        blocks.append(f"{start.replace(',', '.')} --> {end.replace(',', '.')}\n{s.text}\n")
+                    else:
+                        blocks.append(f"{len(blocks) + 1}\n{start} --> {end}\n{s.text}\n")
+        return ("WEBVTT\n\n" if fmt == "vtt" else "") + "\n".join(blocks)
     return "\n".join(" ".join(s.text for s in segs if s.text) for segs in results.values())

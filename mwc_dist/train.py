@@ -14,8 +14,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import torch
-
 from mwc_dist.audio.augment import build_augment
 from mwc_dist.audio.features import LogMel, TrainFeatures
 from mwc_dist.checkpoint import BEST_DIR
@@ -178,7 +176,8 @@ class Trainer:
     def train_step(self, batch: dict) -> None:
         """One micro-batch; at the accumulation boundary one optimizer step, or a skipped one (self.skipped: why)."""
         features, teacher_features = self.features(batch["audio"].to(self.device))
-        loss, ce, kl = self.compute_loss(features, batch["labels"].to(self.device), teacher_features)
+        labels, decoder_input_ids = batch["labels"].to(self.device), batch["decoder_input_ids"].to(self.device)
+        loss, ce, kl = self.compute_loss(features, labels, teacher_features, decoder_input_ids)
         loss_ok = self.stepper.backward(loss)  # collective: every rank skips the same steps
         if self.accelerator.sync_gradients:
             self.skipped = self.stepper.step()
@@ -186,9 +185,9 @@ class Trainer:
         if loss_ok:
             self.log.add(batch, loss, ce, kl)
 
-    def compute_loss(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
+    def compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None):
         """(loss, ce, kl) of one micro-batch (loop/loss.py)."""
-        return self.loss(features, labels, teacher_features)
+        return self.loss(features, labels, teacher_features, decoder_input_ids)
 
     def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
         """Collective when due (train.eval_steps) or forced."""

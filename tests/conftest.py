@@ -54,3 +54,42 @@ def demo_shards(tmp_path_factory):
         progress=False,
     )
     return root / "shards"
+
+
+def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4):
+    """(wave, segments): real sentences one after another with 0.6-1.2 s pauses; segments hold their true times."""
+    import torch
+    import torchaudio.functional as AF
+
+    pieces, segments, t = [np.zeros(int(lead * rate), np.float32)], [], lead
+    for n, i in enumerate(order):
+        text, samples, source_rate = sentences[i % len(sentences)]
+        wave = AF.resample(torch.from_numpy(samples), source_rate, rate).numpy()
+        segments.append((round(t, 3), round(t + len(wave) / rate, 3), text))
+        gap = int((0.6 + 0.2 * (n % 4)) * rate)
+        pieces += [wave, np.zeros(gap, np.float32)]
+        t += (len(wave) + gap) / rate
+    return np.concatenate(pieces), segments
+
+
+@pytest.fixture(scope="session")
+def long_shards(tmp_path_factory, sentences):
+    """Windows of at most 10 s cut from 6 recordings of ~20 s (a JSONL with segments): 5 train shards (one
+    recording each), 1 validation shard; every window but each recording's first has a previous text."""
+    import json
+
+    from mwc_dist.audio.encode import write_audio
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.shard import shard_source
+
+    root = tmp_path_factory.mktemp("long_shards")
+    rows = []
+    for r in range(6):
+        wave, segments = long_recording(sentences, [(r + k) % 4 for k in range(6)])
+        write_audio(root / f"talk{r}.flac", wave, 16000)
+        segs = [{"start": s, "end": e, "text": t} for s, e, t in segments]
+        rows.append({"audio": f"talk{r}.flac", "segments": segs, "split": "validation" if r == 5 else "train"})
+    (root / "talks.jsonl").write_text("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+    cfg = DataConfig(source=str(root / "talks.jsonl"), max_duration_seconds=10, shard_samples=1, language="es")
+    shard_source(cfg, root / "shards", workers=1, progress=False)
+    return root / "shards"

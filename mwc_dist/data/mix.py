@@ -82,6 +82,7 @@ class ResampledStream(TrainStream):
             samples = plan_augmentation(samples, self.augment, 0, per_draw=f"{self.rank}-{worker}")
         if self.pack:  # consecutive draws joined up to the window (data/pack.py)
             samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
+        samples = self.plan_labels(samples, f"{self.rank}-{worker}", per_draw=True)  # timestamps, prompts per draw
         skip = resume_skip(self.skip_items, worker, self.num_workers)
         for n, batch in enumerate(bucket_batches(samples, self.batch_size, self.bucket_size), start=1):
             if n > skip:  # what was consumed before a resume is skipped before decoding

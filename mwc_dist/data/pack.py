@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from mwc_dist.data.labels import packed_segments
 from mwc_dist.data.stream import trained_duration
 
 
@@ -39,20 +40,21 @@ def _packed(members: list[tuple[dict, dict]]) -> dict[str, Any]:
     if len(members) == 1:
         return members[0][0]
     metas = [m for _, m in members]
-    duration = sum(trained_duration(s, m) for s, m in members)
+    durations = [trained_duration(s, m) for s, m in members]
     meta = {
         "key": "+".join(m["key"] for m in metas),
         "text": " ".join(m["text"].strip() for m in metas),
         "language": metas[0].get("language"),
-        "duration": duration,
+        "duration": sum(durations),
         "packed": len(metas),
+        "segments": packed_segments(members, durations),  # each clip its own times (timestamps, data/labels.py)
     }
     key = "+".join(s["__key__"] for s, _ in members)
     return {
         "__key__": key,
         "json": json.dumps(meta).encode(),
         "__members__": [s for s, _ in members],
-        "__duration__": duration,
+        "__duration__": meta["duration"],
     }
 
 

@@ -32,6 +32,11 @@ class TrainData:
         augment: Augment | None = None,
     ):
         self.d, self.t, self.tokenize, self.augment = d, t, tokenize, augment
+        if d.timestamp_probability > 0 and tokenize.timestamp_begin is None:
+            raise ValueError(
+                f"data.timestamp_probability={d.timestamp_probability}: the model's tokenizer has no timestamp tokens "
+                f"(<|0.00|>..<|30.00|>); use a Whisper tokenizer with them (mwc import-ct2 adds them) or set it to 0"
+            )
         self.rank, self.world_size, self.max_samples = rank, world_size, max_samples
         self.endless = d.resampled or bool(d.mix_shard_dirs)  # data/mix.py: one endless epoch of max_steps
         dirs = d.mix_shard_dirs
@@ -67,6 +72,8 @@ class TrainData:
             augment=self.augment,
             select=self.select,
             pack=self.d.pack_to_window,
+            timestamp_probability=self.d.timestamp_probability,
+            prev_probability=self.d.condition_on_prev_probability,
         )
         if self.endless:
             return ResampledStream(self.sets, self.probabilities, self.tokenize, **options)

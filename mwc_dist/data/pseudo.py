@@ -283,4 +283,5 @@ def select_pseudo_labels(samples: Iterator[dict[str, Any]], quality_filter: Qual
         meta = json.loads(sample["json"])
         if quality_filter.reason(meta["teacher_text"], meta["quality"]) is None:
             meta |= {"reference_text": meta["text"], "text": meta["teacher_text"]}
+            meta.pop("segments", None)  # the reference's times are not the teacher's text's: one segment, as a clip
             yield sample | {"json": json.dumps(meta, ensure_ascii=False).encode()}

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.config import DataConfig
+from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, plan_labels, timestamp_index
 from mwc_dist.models.tokenizer import is_multilingual
 
 
@@ -108,6 +109,9 @@ class Tokenize:
         )
         ids = tokenizer.convert_tokens_to_ids
         self.task_id, self.notimestamps, self.eot = ids(f"<|{task}|>"), ids("<|notimestamps|>"), ids("<|endoftext|>")
+        self.sot, self.prev = ids("<|startoftranscript|>"), ids("<|startofprev|>")
+        begin = ids("<|0.00|>")  # Whisper's first timestamp token; a tokenizer without them cannot train timestamps
+        self.timestamp_begin = None if begin in (None, tokenizer.unk_token_id) else begin
         self.multilingual = is_multilingual(tokenizer)
 
     def language_id(self, language: str | None) -> list[int]:
@@ -127,6 +131,30 @@ class Tokenize:
         if not self.multilingual:
             return [self.notimestamps] + body + [self.eot]
         return self.language_id(language) + [self.task_id, self.notimestamps] + body + [self.eot]
+
+    def timed(self, segments: list[dict], language: str | None = None) -> list[int] | None:
+        """The label with timestamps (data/labels.py): ``<|start|> text <|end|>`` per segment, no <|notimestamps|>;
+        None when the tokenizer has no timestamp tokens."""
+        if self.timestamp_begin is None:
+            return None
+        body = []
+        for seg in segments:
+            text = self.tokenizer.encode(" " + seg["text"].strip(), add_special_tokens=False)
+            body += [self.timestamp_begin + timestamp_index(seg["start"]), *text]
+            body.append(self.timestamp_begin + timestamp_index(seg["end"]))
+        prefix = self.language_id(language) + [self.task_id] if self.multilingual else []
+        return prefix + body + [self.eot]
+
+    def prompt(self, text: str, room: int) -> list[int]:
+        """``<|startofprev|>`` and the last tokens of the previous text: at most 223 of them, and at most ``room``
+        positions in all; [] when there is no text or no room."""
+        ids = self.tokenizer.encode(" " + text.strip(), add_special_tokens=False) if text.strip() else []
+        keep = min(MAX_PROMPT_TOKENS, room - 1, len(ids))
+        return [self.prev] + ids[len(ids) - keep :] if keep > 0 else []
+
+    def room(self, label_ids: list[int]) -> int:
+        """Decoder positions left for a prompt before this label (all of a prompt's when there is no limit)."""
+        return self.max_tokens - self.decoder_length(label_ids) if self.max_tokens else 1 + MAX_PROMPT_TOKENS
 
     @staticmethod
     def decoder_length(label_ids: list[int]) -> int:
@@ -151,7 +179,7 @@ def _decode(payload: bytes, dtype: str) -> np.ndarray:
 
 
 def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int, augment=None) -> dict[str, Any]:
-    """Decode and pad one batch: audio [B, N] (+ lengths), labels [B, L] with -100 padding.
+    """Decode and pad one batch: audio [B, N] (+ lengths), decoder_input_ids and labels [B, L] (labels -100 padded).
 
     FLAC shards hold 16-bit PCM: the batch stays int16 (exact, half the bytes through the loader's worker
     pipes and to the device; LogMel scales it by 1/32768, as a float decode would). WAV shards are float32.
@@ -165,21 +193,15 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int,
     audio = torch.zeros(len(waves), max(len(w) for w in waves), dtype=torch.int16 if int16 else torch.float32)
     for i, w in enumerate(waves):
         audio[i, : len(w)] = torch.from_numpy(w)
-    label_ids = [tokenize(m["text"], m.get("language")) for m in metas]
-    # a label the decoder cannot hold (shards made without data.max_label_tokens): all -100, so it adds no loss
-    over = [i for i, ids in enumerate(label_ids) if not tokenize.fits(ids)]
-    for i in over:
-        label_ids[i] = []
-    labels = torch.full((len(waves), max(1, max(len(x) for x in label_ids))), -100, dtype=torch.long)
-    for i, ids in enumerate(label_ids):
-        labels[i, : len(ids)] = torch.tensor(ids)
+    # decoder inputs and labels (data/labels.py: timestamps and prompts where the stream planned them); a label the
+    # decoder cannot hold (shards made without data.max_label_tokens) is all -100, so it adds no loss, and counted
+    sequences = batch_sequences(samples, metas, tokenize, pad_id=tokenize.eot)
     return {
         "audio": audio,
         "audio_lengths": torch.tensor([len(w) for w in waves]),
-        "labels": labels,
+        **sequences,
         "keys": [m["key"] for m in metas],
         "texts": [m["text"] for m in metas],
-        "labels_over_limit": len(over),
         "languages": [m.get("language") for m in metas],
         "seconds": float(sum(len(w) for w in waves)) / SAMPLE_RATE,
     } | _augmented(samples, augment)
@@ -261,12 +283,15 @@ class TrainStream(IterableDataset):
         augment=None,
         select=None,
         pack: bool = False,
+        timestamp_probability: float = 0.0,
+        prev_probability: float = 0.0,
     ):
         self.shards, self.tokenize = shards, tokenize
         self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
         self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
         self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
         self.skip_items, self.augment, self.select, self.pack = skip_items, augment, select, pack
+        self.timestamp_probability, self.prev_probability = timestamp_probability, prev_probability
 
     # -- the plan, computable on every rank from the manifest counts alone
     def shard_order(self) -> list[int]:
@@ -303,7 +328,15 @@ class TrainStream(IterableDataset):
             samples = plan_augmentation(samples, self.augment, self.epoch)
         if self.pack:  # -> consecutive clips joined up to the window (data/pack.py)
             samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
+        samples = self.plan_labels(samples, self.epoch)  # -> timestamps and prompts drawn per (seed, epoch, key)
         return bucket_batches(samples, self.batch_size, self.bucket_size)  # -> duration buckets -> batches
+
+    def plan_labels(self, samples: Iterator[dict], epoch: int | str, per_draw: bool = False) -> Iterator[dict]:
+        """Each sample's decoder sequence plan (data/labels.py); nothing to plan when both probabilities are 0."""
+        if not (self.timestamp_probability or self.prev_probability):
+            return samples
+        p = (self.timestamp_probability, self.prev_probability)
+        return plan_labels(samples, self.seed, epoch, *p, per_draw=per_draw)
 
     def used_samples(self, rank: int, items: int) -> int:
         """Samples (pack members counted) in rank's first ``items`` loader items: the round robin over its workers."""

@@ -21,16 +21,25 @@ class TrainLoss:
         self.m, self.accelerator, self.model, self.teacher = m, accelerator, model, teacher
         self.share_encoder, self.freeze_encoder = share_encoder, freeze_encoder
 
-    def __call__(self, features: torch.Tensor, labels: torch.Tensor, teacher_features: torch.Tensor | None = None):
+    def __call__(
+        self,
+        features: torch.Tensor,
+        labels: torch.Tensor,
+        teacher_features: torch.Tensor | None = None,
+        decoder_input_ids: torch.Tensor | None = None,
+    ):
+        """``decoder_input_ids`` (data/labels.py; a prompt before the labels): the student and the teacher read the
+        same decoder input; None: the labels shifted right (the model's own rule)."""
         inputs = {"input_features": features}
         if self.freeze_encoder:  # the unwrapped encoder is outside the prepared model's autocast: add it
             with torch.no_grad(), self.accelerator.autocast():
                 inputs = {"encoder_outputs": self.accelerator.unwrap_model(self.model).get_encoder()(features)}
-        out = self.model(**inputs, labels=labels)
+        decoder = {"labels": labels} | ({} if decoder_input_ids is None else {"decoder_input_ids": decoder_input_ids})
+        out = self.model(**inputs, **decoder)
         if self.teacher is None:
             return out.loss, out.loss, None
         with torch.no_grad(), self.accelerator.autocast():
             own = {"input_features": features if teacher_features is None else teacher_features}
-            teacher_logits = self.teacher(**(inputs if self.share_encoder else own), labels=labels).logits
+            teacher_logits = self.teacher(**(inputs if self.share_encoder else own), **decoder).logits
         m = self.m
         return distillation_loss(out.logits, teacher_logits, labels, m.distillation_temperature, m.distillation_alpha)

@@ -154,6 +154,34 @@ def test_resume_equals_uninterrupted(straight, shards, tmp_path):
     assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
 
 
+def test_resume_with_timestamps_and_prompts_equals_uninterrupted(long_shards, tmp_path):
+    """Windows of long recordings, half trained with timestamps and half with their previous text as the prompt
+    (drawn per seed, epoch, key): stopped mid-epoch and resumed, the losses and weights are the uninterrupted run's."""
+    opts = (
+        "data.timestamp_probability=0.5",
+        "data.condition_on_prev_probability=0.5",
+        "train.per_device_train_batch_size=2",
+        "data.num_workers=1",
+        "train.max_steps=6",
+        "train.eval_steps=-1",
+        "checkpoint.save_steps=2",
+    )
+    out = tmp_path / "straight"
+    assert launch(out, long_shards, *opts)["ranks_identical"]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    assert state["epoch"] == 0 and state["epoch_step"] == 2  # mid-epoch (3 steps an epoch)
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
+    launch(resumed, long_shards, *opts, "checkpoint.resume_from_checkpoint=latest")
+    want, got = losses(out), losses(resumed)
+    assert sorted(got) == [3, 4, 5, 6] and all(got[s] == want[s] for s in got), (want, got)
+    a, b = load_file(out / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)
+    config = (out / "config.yaml").read_text()
+    assert "timestamp_probability: 0.5" in config and "condition_on_prev_probability: 0.5" in config
+
+
 def test_qlora_with_distillation_on_two_ranks(shards, tmp_path):
     from transformers import WhisperForConditionalGeneration
 

@@ -4,8 +4,8 @@ import json
 import tarfile
 from pathlib import Path
 
-import numpy as np
 import pytest
+from conftest import long_recording
 
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.config import DataConfig
@@ -34,18 +34,7 @@ def _srt(segments, *, crlf=False, bom=False, no_blank_after=()) -> str:
 @pytest.fixture(scope="module")
 def recording(sentences):
     """~30 s of real speech: the four sentences twice (espeak), 0.6-1.2 s pauses, true segment times."""
-    import torch
-    import torchaudio.functional as AF
-
-    pieces, segments, t = [np.zeros(int(0.4 * RATE), np.float32)], [], 0.4
-    for n in range(8):
-        text, samples, rate = sentences[n % len(sentences)]
-        wave = AF.resample(torch.from_numpy(samples), rate, RATE).numpy()
-        segments.append((round(t, 3), round(t + len(wave) / RATE, 3), text))
-        gap = 0.6 + 0.2 * (n % 4)
-        pieces += [wave, np.zeros(int(gap * RATE), np.float32)]
-        t += len(wave) / RATE + int(gap * RATE) / RATE
-    return np.concatenate(pieces), segments
+    return long_recording(sentences, list(range(8)))
 
 
 def _windows(out_dir: Path) -> list[dict]:
