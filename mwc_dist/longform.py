@@ -54,8 +54,8 @@ def sequential_segments(
     condition_on_prev: bool = True,
     num_beams: int = 1,
 ) -> list[Segment] | None:
-    """The model's own segments (transformers' sequential long-form generate); None when it predicted no
-    timestamp at all (it was not trained to)."""
+    """The model's own segments (transformers' sequential long-form generate); None when it closed no segment
+    with a timestamp (generate forces the first timestamp; a model never trained on them stops there)."""
     from mwc_dist.inference import PyTorchBackend, _quiet
 
     assert isinstance(backend, PyTorchBackend)
@@ -89,8 +89,8 @@ def sequential_segments(
     if not raw:  # short-form: one window, one sequence of tokens
         ids = out["sequences"][0] if isinstance(out, dict) else out[0]
         return _short_segments(backend, ids.tolist(), begin, len(wave) / SAMPLE_RATE)
-    if not any(int(t) >= begin for s in raw for t in s["tokens"]):
-        return None
+    if not any(sum(int(t) >= begin for t in s["tokens"]) >= 2 for s in raw):
+        return None  # only the opening timestamp generate forces: the model never closed a segment
     tok = backend.processor.tokenizer
     return [
         Segment(float(s["start"]), float(s["end"]), tok.decode(s["tokens"], skip_special_tokens=True).strip())
@@ -101,8 +101,7 @@ def sequential_segments(
 def _short_segments(backend: Backend, ids: list[int], begin: int, duration: float) -> list[Segment] | None:
     """Segments of one window's tokens: text between pairs of timestamp tokens."""
     tok = backend.processor.tokenizer
-    times = [i for i, t in enumerate(ids) if t >= begin]
-    if not times:
+    if sum(t >= begin for t in ids) < 2:  # only the forced opening timestamp: the model never closed a segment
         return None
     segments, start, text = [], None, []
     for t in ids:

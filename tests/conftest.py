@@ -56,8 +56,10 @@ def demo_shards(tmp_path_factory):
     return root / "shards"
 
 
-def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4):
-    """(wave, segments): real sentences one after another with 0.6-1.2 s pauses; segments hold their true times."""
+def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4, pauses=(0.6, 1.2)):
+    """(wave, segments): real sentences one after another with pauses from ``pauses[0]`` to ``pauses[1]`` s (four
+    steps); segments hold their true times
+    (each sentence trimmed to its speech, so a segment starts where the voice does)."""
     import torch
     import torchaudio.functional as AF
 
@@ -65,8 +67,10 @@ def long_recording(sentences, order: list[int], rate: int = 16000, lead: float =
     for n, i in enumerate(order):
         text, samples, source_rate = sentences[i % len(sentences)]
         wave = AF.resample(torch.from_numpy(samples), source_rate, rate).numpy()
+        voiced = np.flatnonzero(np.abs(wave) > 0.01 * np.abs(wave).max())  # espeak pads each clip with silence
+        wave = wave[voiced[0] : voiced[-1] + 1]
         segments.append((round(t, 3), round(t + len(wave) / rate, 3), text))
-        gap = int((0.6 + 0.2 * (n % 4)) * rate)
+        gap = int((pauses[0] + (pauses[1] - pauses[0]) * (n % 4) / 3) * rate)
         pieces += [wave, np.zeros(gap, np.float32)]
         t += (len(wave) + gap) / rate
     return np.concatenate(pieces), segments
