@@ -14,7 +14,8 @@
    filter on (data.text_field: teacher_text); ``--references``: on the references, no step 5 -> runs/student/
 7. fine-tuned and student evaluated on both test splits, the base out of domain, greedy and guarded (Whisper's
    temperature fallback): out of domain (topic files never trained on) and in domain (unseen quotes); test voices
-   never trained on
+   never trained on; then all three on the long-form test (the out-of-domain clips joined into 60-90 s recordings
+   with pauses, true times kept: ``data/ood-long``), decoded sequentially with their own timestamps
 8. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both on
    the out-of-domain split
 9. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
@@ -45,6 +46,7 @@ STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
 # the teacher labels the first 2 of the 12 training shards, one per process (200 clips: ~170 s on 2 cores, the
 # fewest that give both ranks a shard); the student's 20 steps x 8 clips x 2 ranks read what the filter keeps
 PSEUDO_SHARDS = 2
+LONG_FORM_DATA = "ood-long"  # under data/: the out-of-domain clips as 60-90 s recordings (data/demo_recordings.py)
 # the exports are evaluated on the headline split only (the in-domain one would add ~30 s; parity is checked)
 EXPORT_TEST_SETS = {"ood": "shards-ood"}
 
@@ -71,8 +73,11 @@ class Demo:
     # ------------------------------------------------------------------------------------ steps
     def data(self):
         from mwc_dist.data.demo import make_demo_corpus
+        from mwc_dist.data.demo_recordings import make_recordings
 
         make_demo_corpus(self.out / "data", count=NUM_UTTERANCES, test_fraction=TEST_FRACTION, text="quotes")
+        # the long-form test: the out-of-domain clips joined into 60-90 s recordings, with their true times
+        make_recordings(self.out / "data" / "ood", self.out / "data" / LONG_FORM_DATA)
 
     def shards(self):
         from mwc_dist.config import load_config
@@ -139,13 +144,8 @@ class Demo:
         from mwc_dist.evaluate import run_eval
         from mwc_dist.inference import Guard
 
-        models = {
-            "base": self.out / "models" / "whisper-base",
-            "finetuned": self.out / "runs" / "finetune" / "final",
-            "student": self.out / "runs" / "student" / "final",
-        }
         for split, shards in TEST_SETS.items():
-            for name, model in models.items():
+            for name, model in self.models().items():
                 if name == "base" and split != "ood":
                     continue  # ~45 s of the 20-minute budget; the base's in-domain WER was 0.504 (docs/DEMO_TUNING.md)
                 run_eval(
@@ -162,6 +162,25 @@ class Demo:
                     # the compression ratio only (loops), which REPORT.md says
                     guard=Guard(logprob_threshold=None) if name == "base" else Guard(),
                 )
+
+    def evaluate_long_form(self):
+        """Base, fine-tuned and student on the out-of-domain recordings, decoded sequentially with their own
+        timestamps and previous text (mwc_dist.longform)."""
+        from mwc_dist.inference import Guard
+        from mwc_dist.longform import LongFormEval, run_long_form_eval
+
+        for name, model in self.models().items():
+            guard = Guard(logprob_threshold=None) if name == "base" else Guard()  # as in the short-form evaluation
+            options = LongFormEval("es", guard=guard, max_new_tokens=224, chunked=False)
+            data, out = self.out / "data" / LONG_FORM_DATA, self.out / "eval" / "ood-long" / name
+            run_long_form_eval(str(model), str(data), str(out), options=options)
+
+    def models(self) -> dict[str, Path]:
+        return {
+            "base": self.out / "models" / "whisper-base",
+            "finetuned": self.out / "runs" / "finetune" / "final",
+            "student": self.out / "runs" / "student" / "final",
+        }
 
     def export(self):
         from mwc_dist.export import clips_from_shards, export_model
@@ -218,7 +237,8 @@ class Demo:
     def run(self) -> Path:
         self.out.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
-        steps = ("data", "shards", "import_base", "finetune", "pseudo_label", "distill", "evaluate", "export")
+        steps = ("data", "shards", "import_base", "finetune", "pseudo_label", "distill", "evaluate")
+        steps += ("evaluate_long_form", "export")
         steps = tuple(s for s in steps if s != "pseudo_label" or self.pseudo_labels)  # --references: none
         for name in (*steps, "evaluate_exports"):
             self.step(name, getattr(self, name))

@@ -212,6 +212,7 @@ def evaluate_long_form(
         seq = transcribe_long(backend, recording.wave, language, options.task, options.guard, options.max_new_tokens)
         row = {
             "key": recording.key,
+            "language": language,
             "seconds": round(len(recording.wave) / SAMPLE_RATE, 3),
             "reference": recording.text,
             "reference_segments": [s.__dict__ for s in recording.segments],

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mwc_dist.report_longform import check_long_form, long_form_section
+
 ROWS = [
     ("base", "whisper-base (imported, no fine-tuning)"),
     ("finetuned", "fine-tuned (QLoRA, merged)"),
@@ -229,7 +231,8 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         *_goals(headline, loops, guarded_loops),
     ]
     lines += _parity(out)
-    lines += ["", "## Training curves", ""]
+    lines += ["", *long_form_section(out)]
+    lines += ["## Training curves", ""]
     for run in ("finetune", "student"):
         if (out / "runs" / run / "training_curves.png").is_file():
             lines.append(f"![{run}](runs/{run}/training_curves.png)")
@@ -292,7 +295,7 @@ def check_report(out: Path) -> int:
                 f"REPORT.md row {cells['model']!r}: {cells['clips']} clips but {link.group(1)} has {len(rows)}"
             )
         checked += 1
-    return checked
+    return checked + check_long_form(out)
 
 
 def _table_rows(lines: list[str]):

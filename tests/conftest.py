@@ -56,31 +56,13 @@ def demo_shards(tmp_path_factory):
     return root / "shards"
 
 
-def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4, pauses=(0.6, 1.2)):
-    """(wave, segments): real sentences one after another with pauses from ``pauses[0]`` to ``pauses[1]`` s (four
-    steps); segments hold their true times
-    (each sentence trimmed to its speech, so a segment starts where the voice does)."""
-    import torch
-    import torchaudio.functional as AF
-
-    pieces, segments, t = [np.zeros(int(lead * rate), np.float32)], [], lead
-    for n, i in enumerate(order):
-        text, samples, source_rate = sentences[i % len(sentences)]
-        wave = AF.resample(torch.from_numpy(samples), source_rate, rate).numpy()
-        voiced = np.flatnonzero(np.abs(wave) > 0.01 * np.abs(wave).max())  # espeak pads each clip with silence
-        wave = wave[voiced[0] : voiced[-1] + 1]
-        segments.append((round(t, 3), round(t + len(wave) / rate, 3), text))
-        gap = int((pauses[0] + (pauses[1] - pauses[0]) * (n % 4) / 3) * rate)
-        pieces += [wave, np.zeros(gap, np.float32)]
-        t += (len(wave) + gap) / rate
-    return np.concatenate(pieces), segments
-
-
 @pytest.fixture(scope="session")
 def long_shards(tmp_path_factory, sentences):
     """Windows of at most 10 s cut from 6 recordings of ~20 s (a JSONL with segments): 5 train shards (one
     recording each), 1 validation shard; every window but each recording's first has a previous text."""
     import json
+
+    from long_audio import long_recording
 
     from mwc_dist.audio.encode import write_audio
     from mwc_dist.config import DataConfig

@@ -18,15 +18,20 @@ from mwc_dist.data.stream import trained_duration
 
 
 def pack_samples(samples: Iterator[dict[str, Any]], window_seconds: float, tokenize) -> Iterator[dict[str, Any]]:
+    """Packs in stream order; each pack's previous text (the prompt data.condition_on_prev_probability trains) is
+    the pack before it, as distil-whisper's concatenated windows have it."""
     members: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    previous = ""
     for sample in samples:
         meta = json.loads(sample["json"])
         if members and not _fits(members + [(sample, meta)], window_seconds, tokenize):
-            yield _packed(members)
+            pack = _packed(members, previous)
+            previous = json.loads(pack["json"])["text"]
+            yield pack
             members = []
         members.append((sample, meta))
     if members:
-        yield _packed(members)
+        yield _packed(members, previous)
 
 
 def _fits(members: list[tuple[dict, dict]], window_seconds: float, tokenize) -> bool:
@@ -36,9 +41,12 @@ def _fits(members: list[tuple[dict, dict]], window_seconds: float, tokenize) -> 
     return tokenize.fits(tokenize(" ".join(m["text"].strip() for _, m in members), languages.pop()))
 
 
-def _packed(members: list[tuple[dict, dict]]) -> dict[str, Any]:
+def _packed(members: list[tuple[dict, dict]], previous: str) -> dict[str, Any]:
     if len(members) == 1:
-        return members[0][0]
+        sample, meta = members[0]
+        if meta.get("prev_text") or not previous:
+            return sample
+        return sample | {"json": json.dumps(meta | {"prev_text": previous}, ensure_ascii=False).encode()}
     metas = [m for _, m in members]
     durations = [trained_duration(s, m) for s, m in members]
     meta = {
@@ -48,6 +56,7 @@ def _packed(members: list[tuple[dict, dict]]) -> dict[str, Any]:
         "duration": sum(durations),
         "packed": len(metas),
         "segments": packed_segments(members, durations),  # each clip its own times (timestamps, data/labels.py)
+        "prev_text": metas[0].get("prev_text") or previous,
     }
     key = "+".join(s["__key__"] for s, _ in members)
     return {

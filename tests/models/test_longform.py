@@ -5,7 +5,7 @@ import json
 import statistics
 
 import pytest
-from conftest import long_recording
+from long_audio import long_recording
 
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.cli import main

@@ -31,6 +31,23 @@ def test_packs_are_greedy_within_window_language_and_decoder():
     ]
 
 
+def test_packs_carry_each_clips_times_and_the_previous_packs_text():
+    from mwc_dist.data.labels import LabelPlan, build_sequence
+
+    tokenize = Tokenize(load_tokenizer(), "es", "transcribe", max_tokens=448)
+    clips = [_standin(f"k{i}", 3.0 + i * 0.5, f"frase {i}") for i in range(5)]
+    packs = [json.loads(p["json"]) for p in pack_samples(iter(clips), 10.0, tokenize)]
+    assert [p["key"] for p in packs] == ["k0+k1", "k2+k3", "k4"]
+    assert packs[0]["segments"] == [
+        {"start": 0.0, "end": 3.0, "text": "frase 0"},
+        {"start": 3.0, "end": 6.5, "text": "frase 1"},
+    ]
+    assert [p.get("prev_text", "") for p in packs] == ["", "frase 0 frase 1", "frase 2 frase 3"]
+    inputs, labels = build_sequence(tokenize, packs[1], LabelPlan(timestamps=True, prompt=True))
+    t0 = tokenize.timestamp_begin
+    assert inputs[0] == tokenize.prev and [t - t0 for t in labels if t >= t0] == [0, 200, 200, 425]
+
+
 def _stream(shards, rank=0, world_size=1, skip=0, workers=1):
     tokenize = Tokenize(load_tokenizer(), "es", "transcribe", max_tokens=128)
     return TrainStream(

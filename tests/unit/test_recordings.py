@@ -4,8 +4,9 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
-from conftest import long_recording
+from long_audio import long_recording
 
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.config import DataConfig
@@ -140,3 +141,34 @@ def test_jsonl_rows_with_segments_are_recordings(tmp_path, recording):
     assert reasons == ["bad_timestamp"]
     texts = [s["text"] for w in _windows(out) for s in w["segments"]]
     assert texts == [t for n, (_, _, t) in enumerate(segments[:5]) if n != 2]
+
+
+def test_demo_recordings_keep_each_clips_true_times(tmp_path, sentences):
+    """The demo's long-form test audio: clips joined with pauses; each SRT cue is where its clip's voice is."""
+    import csv
+
+    import soundfile as sf
+
+    from mwc_dist.data.demo_recordings import make_recordings
+
+    corpus = tmp_path / "ood"
+    (corpus / "test").mkdir(parents=True)
+    with open(corpus / "metadata.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["file_name", "text", "split"])
+        for n in range(8):
+            text, samples, rate = sentences[n % 4]
+            write_audio(corpus / "test" / f"c{n}.wav", samples, rate)
+            w.writerow([f"test/c{n}.wav", text, "test"])
+    written = make_recordings(corpus, tmp_path / "long", seconds=(8.0, 12.0))
+    assert len(written) >= 2 and make_recordings(corpus, tmp_path / "long") == written  # reused when complete
+    cues = [s for p in written for s in parse_subtitles(p.with_suffix(".srt").read_text(), p.name)]
+    assert [c.text for c in cues] == [sentences[n % 4][0] for n in range(8)]
+    for path in written:
+        wave, rate = sf.read(path, dtype="float32")
+        segments = parse_subtitles(path.with_suffix(".srt").read_text(), path.name)
+        loud = np.abs(wave) > 0.005
+        for seg, nxt in zip(segments, segments[1:] + [None]):
+            start, end = round(seg.start * rate), round(seg.end * rate)
+            assert loud[start : start + 400].any() and not loud[max(0, start - 3200) : start - 80].any()  # voice starts
+            assert not loud[end + 80 : round(nxt.start * rate) - 80 if nxt else len(wave)].any()  # a pause after

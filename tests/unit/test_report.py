@@ -123,3 +123,36 @@ def test_report_states_each_exports_parity_from_parity_json(tmp_path):
     report = write_report(tmp_path, {}).read_text()
     assert "- onnx: 8/8 clips with PyTorch's exact tokens, encoder max-abs difference 2.50e-06 — ok" in report
     assert "- ct2: 6/8 clips with PyTorch's exact tokens, encoder max-abs difference 3.10e-02 — FAILED" in report
+
+
+def test_long_form_table_is_recomputed_from_its_predictions(tmp_path):
+    from mwc_dist.longform import score_long_form
+
+    ref = [{"start": 0.5, "end": 2.0, "text": REFS[0]}, {"start": 3.0, "end": 5.0, "text": REFS[1]}]
+    for name, predictions in PREDICTIONS.items():
+        rows = [
+            {
+                "key": "talk_000",
+                "language": "es",
+                "seconds": 70.0,
+                "reference": " ".join(REFS[:2]),
+                "reference_segments": ref,
+                "prediction": " ".join(predictions[:2]),
+                "segments": [],
+                "mode": "sequential",
+                "decode_seconds": 7.0,
+                "start_errors": [0.1, 0.5] if name == "finetuned" else [0.2, 0.9, 1.1],
+            }
+        ]
+        folder = tmp_path / "eval" / "ood-long" / name
+        folder.mkdir(parents=True)
+        (folder / "predictions_long.jsonl").write_text(json.dumps(rows[0]) + "\n")
+        (folder / "metrics_long.json").write_text(json.dumps(score_long_form(rows, "es")))
+    report = _demo_folder(tmp_path).read_text()
+    assert "## Long-form test" in report and "median start error 0.300 s (goal: at most 0.3 s) — **met**" in report
+    assert check_report(tmp_path) == 6 + 3  # the short-form rows (3 models, 2 splits) and the long-form rows
+    path = tmp_path / "eval" / "ood-long" / "base" / "predictions_long.jsonl"
+    row = json.loads(path.read_text())
+    path.write_text(json.dumps(row | {"prediction": "nada"}) + "\n")  # the table no longer matches its file
+    with pytest.raises(ValueError, match="long-form row"):
+        check_report(tmp_path)

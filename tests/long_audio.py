@@ -1,0 +1,28 @@
+"""Long recordings for tests: real espeak-ng sentences one after another, with their true segment times.
+
+Importable from any test module (pytest puts tests/ on sys.path for tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4, pauses=(0.6, 1.2)):
+    """(wave, segments): real sentences one after another with pauses from ``pauses[0]`` to ``pauses[1]`` s (four
+    steps); segments hold their true times
+    (each sentence trimmed to its speech, so a segment starts where the voice does)."""
+    import torch
+    import torchaudio.functional as AF
+
+    pieces, segments, t = [np.zeros(int(lead * rate), np.float32)], [], lead
+    for n, i in enumerate(order):
+        text, samples, source_rate = sentences[i % len(sentences)]
+        wave = AF.resample(torch.from_numpy(samples), source_rate, rate).numpy()
+        voiced = np.flatnonzero(np.abs(wave) > 0.01 * np.abs(wave).max())  # espeak pads each clip with silence
+        wave = wave[voiced[0] : voiced[-1] + 1]
+        segments.append((round(t, 3), round(t + len(wave) / rate, 3), text))
+        gap = int((pauses[0] + (pauses[1] - pauses[0]) * (n % 4) / 3) * rate)
+        pieces += [wave, np.zeros(gap, np.float32)]
+        t += (len(wave) + gap) / rate
+    return np.concatenate(pieces), segments
