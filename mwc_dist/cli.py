@@ -128,6 +128,8 @@ def _eval_long_form(args: argparse.Namespace) -> int:
 def cmd_pseudo_label(args: argparse.Namespace) -> int:
     from mwc_dist.data.pseudo import pseudo_label
 
+    if args.long_form:
+        return _pseudo_label_long(args)
     summary = pseudo_label(
         args.model,
         args.data,
@@ -142,6 +144,21 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
     )
     if summary is not None:
         print(json.dumps(summary, indent=2))
+    return 0
+
+
+def _pseudo_label_long(args: argparse.Namespace) -> int:
+    from mwc_dist.data.pseudo_long import pseudo_label_recordings
+    from mwc_dist.inference import Guard
+
+    if args.backend != "pytorch":
+        print("error: --long-form decodes with --backend pytorch (sequential, timestamps)", file=sys.stderr)
+        return 2
+    summary = pseudo_label_recordings(
+        args.model, args.data, args.out, language=args.language, window=args.window_seconds, guard=Guard()
+    )
+    if summary is not None:
+        print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -411,6 +428,15 @@ def _add_pseudo_label(sub) -> None:
         choices=["default", "int8", "int8_float32", "float32", "float16"],
         help="CTranslate2's compute type (int8: 8-bit weights, the fastest on CPUs; float16: GPUs only; "
         "default: the model's)",
+    )
+    p.add_argument(
+        "--long-form",
+        action="store_true",
+        help="--data is a source of long recordings (no transcripts needed): the teacher transcribes each one "
+        "sequentially with its timestamps and its segments are cut into training windows (OUT/<recording>.tar)",
+    )
+    p.add_argument(
+        "--window-seconds", type=float, default=30.0, help="with --long-form: the longest window (default 30)"
     )
     p.set_defaults(fn=cmd_pseudo_label)
 

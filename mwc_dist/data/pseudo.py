@@ -283,5 +283,7 @@ def select_pseudo_labels(samples: Iterator[dict[str, Any]], quality_filter: Qual
         meta = json.loads(sample["json"])
         if quality_filter.reason(meta["teacher_text"], meta["quality"]) is None:
             meta |= {"reference_text": meta["text"], "text": meta["teacher_text"]}
-            meta.pop("segments", None)  # the reference's times are not the teacher's text's: one segment, as a clip
+            # the teacher's own times (long-form labels, data/pseudo_long.py); never the reference's, which belong to
+            # another text: without the teacher's, the sample is one segment, as a clip
+            meta["segments"] = meta.pop("teacher_segments", None)
             yield sample | {"json": json.dumps(meta, ensure_ascii=False).encode()}

@@ -80,3 +80,45 @@ def test_long_form_eval_scores_whole_recordings(base, talks, tmp_path):
     assert metrics["sequential"]["median_start_error"] == pytest.approx(statistics.median(errors))
     assert metrics["sequential"]["median_start_error"] < 1.0  # the model's times, near the true ones (0.53 s seen)
     assert metrics["sequential"]["truncated"] == 0 and metrics["sequential"]["loops"] == 0
+
+
+def test_pseudo_labels_for_long_audio_are_windows_of_the_teachers_segments(base, talks, tmp_path):
+    """Audio without transcripts: the teacher's sequential segments, windowed, trainable with the filter per
+    window; a killed run started again gives the same bytes."""
+    import shutil
+
+    from mwc_dist.config import TrainConfig
+    from mwc_dist.data.labels import IGNORE
+    from mwc_dist.data.plan import TrainData
+    from mwc_dist.data.stream import Tokenize, build_train_loader, tar_samples
+    from mwc_dist.models.tokenizer import load_tokenizer
+
+    root, truth = talks
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    for r in range(2):
+        shutil.copy(root / f"talk{r}.flac", audio / f"talk{r}.flac")  # no transcript at all
+    out = tmp_path / "pseudo"
+    args = ["pseudo-label", "--long-form", "--model", str(base), "--data", str(audio), "--out", str(out)]
+    assert main([*args, "--language", "es"]) == 0
+    manifest = json.loads((out / "train.manifest.json").read_text())
+    assert manifest["num_recordings"] == 2 and manifest["num_samples"] >= 4
+    for r in range(2):
+        metas = [json.loads(s["json"]) for s in tar_samples([str(out / f"talk{r}_flac.tar")])]
+        assert all(m["duration"] <= 30 and m["quality"]["avg_logprob"] < 0 for m in metas)
+        assert all(0 <= s["start"] < s["end"] <= m["duration"] + 0.02 for m in metas for s in m["teacher_segments"])
+        assert [m["prev_text"] for m in metas[1:]] == [m["teacher_text"] for m in metas[:-1]]
+        starts = [m["offset"] + s["start"] for m in metas for s in m["teacher_segments"]]
+        assert _median_start_error([type("S", (), {"start": s}) for s in starts], truth[f"talk{r}"]) < 1.0
+    first = (out / "talk0_flac.tar").read_bytes()
+    (out / "talk0_flac.tar").unlink()  # as if killed while labelling it
+    assert main([*args, "--language", "es"]) == 0
+    assert (out / "talk0_flac.tar").read_bytes() == first
+    # trained on with the quality filter: the teacher's text and times are the labels
+    from mwc_dist.config import DataConfig
+
+    d = DataConfig(shard_dir=str(out), text_field="teacher_text", pseudo_min_avg_logprob=-5, timestamp_probability=1)
+    tokenize = Tokenize(load_tokenizer(), "es", "transcribe", 448)
+    data = TrainData(d, TrainConfig(per_device_train_batch_size=1), tokenize, rank=0, world_size=1, max_samples=480000)
+    batches = [b for b in build_train_loader(data.stream(0)) if b]
+    assert batches and all(sum(t >= 50364 for t in b["labels"][0].tolist() if t != IGNORE) >= 2 for b in batches)
