@@ -43,6 +43,25 @@ def test_endless_stream_resumes_exactly_and_differs_by_rank(demo_shards):
     assert keys(_stream(demo_shards, [0.5, 0.5], num_workers=2, rank=1), 4) != straight[:4]
 
 
+def test_endless_stream_with_timestamps_resumes_exactly_and_draws_per_draw(demo_shards):
+    """data.timestamp_probability in an endless stream: the same labels after a resume; a clip drawn twice draws
+    its timestamps anew each time."""
+
+    def batches(n, **kw):
+        loader = iter(build_train_loader(_stream(demo_shards, [1.0, 0.0], num_workers=2, **kw)))
+        return [next(loader) for _ in range(n)]
+
+    opts = dict(timestamp_probability=0.5)
+    straight = batches(14, **opts)
+    resumed = batches(8, skip_items=6, **opts)
+    assert [b["labels"].tolist() for b in resumed] == [b["labels"].tolist() for b in straight[6:]]
+    timed: dict[str, set] = {}
+    for b in straight:
+        for key, row in zip(b["keys"], b["labels"].tolist()):
+            timed.setdefault(key, set()).add(50363 not in row)  # no <|notimestamps|>: trained with timestamps
+    assert any(len(v) == 2 for v in timed.values())  # 112 draws of 46 clips: some drawn both ways
+
+
 def test_training_on_a_mix_runs_max_steps_with_nothing_left_out(tmp_path, demo_shards, capsys):
     from tiny_run import trainer
 
