@@ -145,7 +145,7 @@ class Demo:
         from mwc_dist.inference import Guard
 
         for split, shards in TEST_SETS.items():
-            for name, model in self.models().items():
+            for name, model in _models(self.out).items():
                 if name == "base" and split != "ood":
                     continue  # ~45 s of the 20-minute budget; the base's in-domain WER was 0.504 (docs/DEMO_TUNING.md)
                 run_eval(
@@ -169,18 +169,11 @@ class Demo:
         from mwc_dist.inference import Guard
         from mwc_dist.longform import LongFormEval, run_long_form_eval
 
-        for name, model in self.models().items():
+        for name, model in _models(self.out).items():
             guard = Guard(logprob_threshold=None) if name == "base" else Guard()  # as in the short-form evaluation
             options = LongFormEval("es", guard=guard, max_new_tokens=224, chunked=False)
             data, out = self.out / "data" / LONG_FORM_DATA, self.out / "eval" / "ood-long" / name
             run_long_form_eval(str(model), str(data), str(out), options=options)
-
-    def models(self) -> dict[str, Path]:
-        return {
-            "base": self.out / "models" / "whisper-base",
-            "finetuned": self.out / "runs" / "finetune" / "final",
-            "student": self.out / "runs" / "student" / "final",
-        }
 
     def export(self):
         from mwc_dist.export import clips_from_shards, export_model
@@ -252,6 +245,16 @@ class Demo:
             flush=True,
         )
         return self.out / "REPORT.md"
+
+
+def _models(out: Path) -> dict[str, Path]:
+    """The three models the demo evaluates."""
+    runs = out / "runs"
+    return {
+        "base": out / "models" / "whisper-base",
+        "finetuned": runs / "finetune" / "final",
+        "student": runs / "student" / "final",
+    }
 
 
 def _rows(eval_dir: Path) -> list[dict]:
