@@ -40,3 +40,25 @@ def test_audio_without_pauses_is_still_cut_within_the_window():
     spans = cut_points(noise, 10 * 16000)
     assert spans[-1][1] == len(noise) and all(b - a <= 10 * 16000 for a, b in spans)
     assert all(b - a >= 8 * 16000 for a, b in spans[:-1])  # cut within the last 2 s of each window
+
+
+def test_a_model_without_timestamps_is_cut_in_pauses_and_says_so(tmp_path, sentences, monkeypatch):
+    """mwc_dist.longform: when the model closes no segment with a timestamp (sequential_segments gives None), the
+    recording is transcribed in pause-cut windows, and the result's mode says why."""
+    from mwc_dist import longform
+    from mwc_dist.config import ModelConfig
+    from mwc_dist.inference import load_backend
+    from mwc_dist.models.build import build_model
+
+    model, processor = build_model(ModelConfig(base_model="tiny-random"))
+    model.save_pretrained(tmp_path / "m")
+    processor.save_pretrained(tmp_path / "m")
+    backend = load_backend("pytorch", tmp_path / "m")
+    audio = _spoken(sentences * 2)  # ~25 s: longer than tiny-random's 10-s window
+    monkeypatch.setattr(longform, "sequential_segments", lambda *a, **k: None)
+    result = longform.transcribe_long(backend, audio, "es", max_new_tokens=8)
+    assert result.mode.startswith("pause cuts: the model predicts no timestamps")
+    spans = cut_points(audio, backend.window_samples)
+    assert [(round(s.start * 16000), round(s.end * 16000)) for s in result.segments] == spans
+    chunked = longform.transcribe_long(backend, audio, "es", max_new_tokens=8, sequential=False)
+    assert chunked.mode == "pause cuts: asked for chunked decoding"
