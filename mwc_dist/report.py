@@ -45,9 +45,16 @@ def _training(run: Path) -> str:
     what = "LoRA adapters on 4-bit weights" if m["use_4bit_quantization"] or m["use_lora"] else "all unfrozen weights"
     frozen = ", encoder frozen" if t["freeze_encoder"] else ""
     frozen += ", embeddings frozen" if t.get("freeze_embeddings") else ""
-    return (
-        f"{summary['steps']} steps x {summary['world_size'] * t['per_device_train_batch_size']} clips, {what}{frozen}"
-    )
+    d = cfg.get("data", {})
+    rows = "windows of packed clips" if d.get("pack_to_window") else "clips"
+    labels = ""
+    if d.get("timestamp_probability") or d.get("condition_on_prev_probability"):
+        labels = (
+            f", {d.get('timestamp_probability', 0):.0%} with timestamps and "
+            f"{d.get('condition_on_prev_probability', 0):.0%} with the previous text as the prompt"
+        )
+    batch = summary["world_size"] * t["per_device_train_batch_size"]
+    return f"{summary['steps']} steps x {batch} {rows}, {what}{frozen}{labels}"
 
 
 SPLITS = [
