@@ -160,7 +160,7 @@ def test_resume_with_timestamps_and_prompts_equals_uninterrupted(long_shards, tm
     opts = (
         "data.timestamp_probability=0.5",
         "data.condition_on_prev_probability=0.5",
-        "train.per_device_train_batch_size=2",
+        "train.per_device_train_batch_size=1",
         "data.num_workers=1",
         "train.max_steps=6",
         "train.eval_steps=-1",
@@ -169,7 +169,8 @@ def test_resume_with_timestamps_and_prompts_equals_uninterrupted(long_shards, tm
     out = tmp_path / "straight"
     assert launch(out, long_shards, *opts)["ranks_identical"]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
-    assert state["epoch"] == 0 and state["epoch_step"] == 2  # mid-epoch (3 steps an epoch)
+    assert state["epoch"] == 0 and state["epoch_step"] == 2  # mid-epoch (4 windows a rank: 4 steps an epoch)
+    assert json.loads((out / "checkpoint-6" / "trainer_state.json").read_text())["epoch"] >= 1  # crosses one
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(out / "checkpoint-2", resumed / "checkpoint-2")
