@@ -53,6 +53,7 @@ def label_recording(teacher, item, out: Path, *, language: str | None, window: f
     """One recording -> OUT/<key>.tar + OUT/<key>.quality.jsonl; returns its number of windows."""
     from mwc_dist.audio.decode import load_audio
     from mwc_dist.data.pseudo import _write_tar, quality_of
+    from mwc_dist.data.recordings import window_fields
     from mwc_dist.data.shard import _payload
     from mwc_dist.data.stream import Tokenize
     from mwc_dist.longform import transcribe_long
@@ -67,22 +68,14 @@ def label_recording(teacher, item, out: Path, *, language: str | None, window: f
     samples, rows = [], []
     settings = {"sample_rate": SAMPLE_RATE, "shard_audio_format": "flac"}
     for n, win in enumerate(_windows(long, duration, window)):
-        first, last = round(win.start * SAMPLE_RATE), round(win.end * SAMPLE_RATE)
-        win.start = first / SAMPLE_RATE
-        key = f"{item.key}-w{n:04d}"
-        meta = {
-            "key": key,
+        fields, first, last = window_fields(win, n, item.key, SAMPLE_RATE)
+        key = fields["key"]
+        meta = fields | {
             "text": "",  # no reference: the teacher's text is the label
             "language": item.language or language,
-            "duration": round((last - first) / SAMPLE_RATE, 4),
-            "num_samples": last - first,
-            "sample_rate": SAMPLE_RATE,
             "source": item.source,
-            "recording": item.key,
-            "offset": round(first / SAMPLE_RATE, 4),
             "teacher_text": win.text,
             "teacher_segments": win.relative_segments(),
-            "prev_text": win.prev_text,
         }
         lp = _teacher_logprob(teacher, tokenize, wave[first:last], meta)
         meta["quality"] = quality_of(win.text, lp, None, meta["language"])

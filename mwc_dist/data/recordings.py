@@ -186,3 +186,20 @@ def _next_start(segments: list[Segment], i: int, duration: float) -> float:
         if seg.start is not None:
             return min(seg.start, duration)
     return duration
+
+
+def window_fields(win: Window, n: int, recording: str, rate: int) -> tuple[dict, int, int]:
+    """The json fields every window sample has (shards and pseudo-labels), and its first and last sample in the
+    recording; ``win.start`` is moved to its first sample, so segment times are relative to the audio kept."""
+    first, last = round(win.start * rate), round(win.end * rate)
+    win.start = first / rate
+    fields = {
+        "key": f"{recording}-w{n:04d}",
+        "duration": round((last - first) / rate, 4),
+        "num_samples": last - first,
+        "sample_rate": rate,
+        "recording": recording,
+        "offset": round(first / rate, 4),
+        "prev_text": win.prev_text,
+    }
+    return fields, first, last

@@ -181,7 +181,7 @@ def process_recording(item: Item, settings: dict[str, Any]) -> list[Result]:
     """A long recording: decoded whole, its segments checked against its length, cut into windows of at most
     data.max_duration_seconds (data/recordings.py); one sample per window, one Reject per bad segment."""
     from mwc_dist.audio.decode import AudioError, load_audio
-    from mwc_dist.data.recordings import check_segments, plan_windows
+    from mwc_dist.data.recordings import check_segments, plan_windows, window_fields
 
     rate, window = settings["sample_rate"], settings["max_duration_seconds"]
     try:
@@ -197,27 +197,13 @@ def process_recording(item: Item, settings: dict[str, Any]) -> list[Result]:
         if s.problem
     ]
     for n, win in enumerate(plan_windows(segments, window, len(wave) / rate)):
-        key = f"{item.key}-w{n:04d}"
+        fields, first, last = window_fields(win, n, item.key, rate)
         too_long = _label_too_long(win.text, settings.get("max_label_tokens", 0), 2 * len(win.segments))
         if too_long:
-            out.append(Reject(f"{item.source} window {n}", "too_many_tokens", too_long, key))
+            out.append(Reject(f"{item.source} window {n}", "too_many_tokens", too_long, fields["key"]))
             continue
-        first, last = round(win.start * rate), round(win.end * rate)
-        win.start = first / rate  # times relative to the window's first sample
-        meta = {
-            "key": key,
-            "text": win.text,
-            "language": item.language,
-            "speaker": item.speaker,
-            "duration": round((last - first) / rate, 4),
-            "num_samples": last - first,
-            "sample_rate": rate,
-            "source": item.source,
-            "recording": item.key,
-            "offset": round(first / rate, 4),
-            "segments": win.relative_segments(),
-            "prev_text": win.prev_text,
-        }
+        meta = fields | {"text": win.text, "language": item.language, "speaker": item.speaker, "source": item.source}
+        meta["segments"] = win.relative_segments()
         out.append((meta, _payload(wave[first:last], settings)))
     return out
 
