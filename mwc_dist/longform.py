@@ -31,6 +31,8 @@ import torch
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.inference import Backend, Guard, Segment, transcribe
 
+# most new tokens per second of window by default (30 s: 240, Whisper's sample_len is 224); fast speech is ~6
+TOKENS_PER_SECOND = 8
 TRUNCATED_BELOW = 0.8  # a hypothesis with fewer words than this share of the reference's is truncated
 
 
@@ -53,9 +55,13 @@ def sequential_segments(
     guard: Guard | None,
     condition_on_prev: bool = True,
     num_beams: int = 1,
+    max_new_tokens: int | None = None,
 ) -> list[Segment] | None:
     """The model's own segments (transformers' sequential long-form generate); None when it closed no segment
-    with a timestamp (generate forces the first timestamp; a model never trained on them stops there)."""
+    with a timestamp (generate forces the first timestamp; a model never trained on them stops there).
+
+    ``max_new_tokens`` per window (None: ``TOKENS_PER_SECOND`` x the window: a window that loops stops there
+    instead of running to the decoder's 448 positions, once per fallback temperature)."""
     from mwc_dist.inference import PyTorchBackend, _quiet
 
     assert isinstance(backend, PyTorchBackend)
@@ -71,9 +77,11 @@ def sequential_segments(
     frames = features.input_features.shape[-1]
     if frames < fe.nb_max_frames:  # shorter than one window: padded to it, as short-form decoding does
         features = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+    window = fe.nb_max_frames * fe.hop_length / SAMPLE_RATE
     kwargs = dict(
         return_timestamps=True, return_segments=True, num_beams=num_beams, condition_on_prev_tokens=condition_on_prev
     )
+    kwargs["max_new_tokens"] = max_new_tokens or int(TOKENS_PER_SECOND * window)
     if guard is not None:
         kwargs |= dict(
             temperature=guard.temperatures,
@@ -139,6 +147,7 @@ def transcribe_long(
     wave = np.asarray(wave, dtype=np.float32)
     reason = "asked for chunked decoding"
     if sequential and isinstance(backend, PyTorchBackend):
+        # its own cap per window (TOKENS_PER_SECOND); ``max_new_tokens`` is the pause-cut windows' (text only)
         segments = sequential_segments(backend, wave, language, task, guard, condition_on_prev)
         if segments is not None:
             return LongFormResult(segments, "sequential", time.perf_counter() - start)

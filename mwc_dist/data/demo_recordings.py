@@ -3,8 +3,8 @@
     make_recordings(demo_output/data/ood, demo_output/data/ood-long)   # -> talk_000.flac + talk_000.srt, ...
 
 Each clip is trimmed to its voice (espeak pads with silence), so a reference segment starts where the speech does;
-clips follow one another in corpus order with pauses of 0.5-1.5 s (seeded) until a recording reaches its drawn
-length (60-90 s). The folder is a source ``mwc shard`` and ``mwc eval --long-form`` read as recordings.
+clips follow one another in corpus order with pauses of 0.5-1.5 s (seeded), split into as many recordings of near
+equal length as make 60-90 s on average (the demo's 48 clips: 3 of ~85 s). The folder is a source ``mwc shard`` and ``mwc eval --long-form`` read as recordings.
 """
 
 from __future__ import annotations
@@ -47,23 +47,36 @@ def make_recordings(
         rows = [r for r in csv.DictReader(f) if r.get("split") == split]
     rng = random.Random(seed)
     out.mkdir(parents=True, exist_ok=True)
+    waves = [_voiced(load_audio(corpus / row["file_name"], normalize=True)) for row in rows]
+    gaps = [rng.uniform(*pauses) for _ in rows]
     written: list[Path] = []
-    pieces: list[np.ndarray] = []
-    cues: list[tuple[float, float, str]] = []
-    target, t = rng.uniform(*seconds), 0.0
-    for n, row in enumerate(rows):
-        wave = _voiced(load_audio(corpus / row["file_name"], normalize=True))
-        pause = np.zeros(int(rng.uniform(*pauses) * SAMPLE_RATE), np.float32)
-        pieces += [pause, wave]
-        t += len(pause) / SAMPLE_RATE
-        cues.append((t, t + len(wave) / SAMPLE_RATE, row["text"]))
-        t += len(wave) / SAMPLE_RATE
-        enough_left = (len(rows) - n - 1) * 4.0 >= seconds[0]  # ~4 s a clip: the rest still makes a recording
-        if (t >= target and enough_left) or n == len(rows) - 1:  # the last recording takes what is left
-            written.append(_write(out / f"talk_{len(written):03d}.flac", pieces, cues))
-            pieces, cues, target, t = [], [], rng.uniform(*seconds), 0.0
+    for group in _groups([len(w) / SAMPLE_RATE + g for w, g in zip(waves, gaps)], seconds):
+        pieces: list[np.ndarray] = []
+        cues: list[tuple[float, float, str]] = []
+        t = 0.0
+        for i in group:
+            pause = np.zeros(int(gaps[i] * SAMPLE_RATE), np.float32)
+            t += len(pause) / SAMPLE_RATE
+            cues.append((t, t + len(waves[i]) / SAMPLE_RATE, rows[i]["text"]))
+            t += len(waves[i]) / SAMPLE_RATE
+            pieces += [pause, waves[i]]
+        written.append(_write(out / f"talk_{len(written):03d}.flac", pieces, cues))
     (out / ".complete").write_text(f"{len(written)} recordings\n")
     return written
+
+
+def _groups(lengths: list[float], seconds: tuple[float, float]) -> list[list[int]]:
+    """Consecutive clips split into as many recordings as fit ``seconds`` on average, of near-equal length."""
+    total = sum(lengths)
+    count = max(1, round(total / (sum(seconds) / 2)))
+    groups, current, done = [], [], 0.0
+    for i, length in enumerate(lengths):
+        current.append(i)
+        done += length
+        if done >= total * (len(groups) + 1) / count and len(groups) < count - 1:
+            groups.append(current)
+            current = []
+    return groups + [current] if current else groups
 
 
 def _write(path: Path, pieces: list[np.ndarray], cues: list[tuple[float, float, str]]) -> Path:
