@@ -4,7 +4,8 @@
 
 Each clip is trimmed to its voice (espeak pads with silence), so a reference segment starts where the speech does;
 clips follow one another in corpus order with pauses of 0.5-1.5 s (seeded), split into as many recordings of near
-equal length as make 60-90 s on average (the demo's 48 clips: 3 of ~85 s). The folder is a source ``mwc shard`` and ``mwc eval --long-form`` read as recordings.
+equal length as make 60-90 s on average (the demo's 48 clips: 3 of ~85 s). The folder is a source ``mwc shard``
+and ``mwc eval --long-form`` read as recordings.
 """
 
 from __future__ import annotations
