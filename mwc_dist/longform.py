@@ -31,7 +31,8 @@ import torch
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.inference import Backend, Guard, Segment, transcribe
 
-# most new tokens per second of window by default (30 s: 240, Whisper's sample_len is 224); fast speech is ~6
+# most new tokens per second of window by default (10 s: 80; 30 s: 220, the room a full prompt leaves); fast
+# speech is ~6
 TOKENS_PER_SECOND = 8
 TRUNCATED_BELOW = 0.8  # a hypothesis with fewer words than this share of the reference's is truncated
 
@@ -60,8 +61,8 @@ def sequential_segments(
     """The model's own segments (transformers' sequential long-form generate); None when it closed no segment
     with a timestamp (generate forces the first timestamp; a model never trained on them stops there).
 
-    ``max_new_tokens`` per window (None: ``TOKENS_PER_SECOND`` x the window: a window that loops stops there
-    instead of running to the decoder's 448 positions, once per fallback temperature)."""
+    ``max_new_tokens`` per window (None: ``TOKENS_PER_SECOND`` x the window; at most what a full prompt leaves of
+    the decoder): a window that loops stops there instead of running on, once per fallback temperature."""
     from mwc_dist.inference import PyTorchBackend, _quiet
 
     assert isinstance(backend, PyTorchBackend)
@@ -81,7 +82,9 @@ def sequential_segments(
     kwargs = dict(
         return_timestamps=True, return_segments=True, num_beams=num_beams, condition_on_prev_tokens=condition_on_prev
     )
-    kwargs["max_new_tokens"] = max_new_tokens or int(TOKENS_PER_SECOND * window)
+    # after a prompt of up to half the decoder (223 tokens + <|startofprev|>) and the 3-token start
+    room = backend.model.config.max_target_positions // 2 - 4
+    kwargs["max_new_tokens"] = min(max_new_tokens or int(TOKENS_PER_SECOND * window), room)
     if guard is not None:
         kwargs |= dict(
             temperature=guard.temperatures,
