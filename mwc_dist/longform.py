@@ -282,13 +282,13 @@ def run_long_form_eval(
 ) -> dict | None:
     """``mwc eval --long-form``: every rank decodes its share, rank 0 gathers, scores and writes
     ``predictions_long.jsonl`` and ``metrics_long.json`` (collective under ``accelerate launch``)."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
+    from mwc_dist.dist import build_process_state
     from mwc_dist.inference import load_backend
 
     options = options or LongFormEval()
-    state = PartialState()
+    state = build_process_state()  # gloo on CPU; refuses a launcher/world mismatch
     backend = load_backend(backend_kind, model_dir)
     recordings = load_recordings(source, options.language)
     rows = evaluate_long_form(backend, recordings, options, state.process_index, state.num_processes)
