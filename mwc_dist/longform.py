@@ -67,17 +67,9 @@ def sequential_segments(
 
     assert isinstance(backend, PyTorchBackend)
     fe = backend.processor.feature_extractor
-    features = fe(
-        wave,
-        sampling_rate=SAMPLE_RATE,
-        return_tensors="pt",
-        truncation=False,
-        padding="longest",
-        return_attention_mask=True,
-    )
-    frames = features.input_features.shape[-1]
-    if frames < fe.nb_max_frames:  # shorter than one window: padded to it, as short-form decoding does
-        features = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True)
+    # longer than one window: every frame, for generate's long-form loop; else padded to the window (short-form)
+    whole = {"truncation": False, "padding": "longest"} if len(wave) > fe.n_samples else {}
+    features = fe(wave, sampling_rate=SAMPLE_RATE, return_tensors="pt", return_attention_mask=True, **whole)
     window = fe.nb_max_frames * fe.hop_length / SAMPLE_RATE
     kwargs = dict(
         return_timestamps=True, return_segments=True, num_beams=num_beams, condition_on_prev_tokens=condition_on_prev
