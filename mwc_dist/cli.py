@@ -14,6 +14,8 @@ import json
 import sys
 from pathlib import Path
 
+from mwc_dist.languages import language_arg
+
 OVERRIDES_HELP = (
     "dotted config overrides applied after --config, e.g. data.max_duration_seconds=20 "
     "data.train_split_ratio=0.8 data.validation_split_ratio=0.2 (see configs/default.yaml for every key)"
@@ -47,7 +49,10 @@ def cmd_shard(args: argparse.Namespace) -> int:
             return 1
         print(format_summary(summary, out_dir))
         return 0
-    cfg = _load_config(args, {"data.source": args.source})
+    extra = {"data.source": args.source}
+    if args.for_world_size is not None:
+        extra["data.shard_for_world_size"] = args.for_world_size
+    cfg = _load_config(args, extra)
     summary = shard_source(
         cfg.data,
         out_dir,
@@ -286,6 +291,13 @@ def _add_shard(sub) -> None:
         action="store_true",
         help="delete shards from an earlier, different plan in OUT instead of refusing",
     )
+    p.add_argument(
+        "--for-world-size",
+        type=int,
+        default=None,
+        help="cut the train split into a multiple of N x data.num_workers shards, evenly filled, so that every rank "
+        "and loader worker of an N-process run reads shards of its own (data.shard_for_world_size)",
+    )
     p.add_argument("--merge-only", action="store_true", help="only merge the finished jobs' records into manifests")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("overrides", nargs="*", help=OVERRIDES_HELP)
@@ -369,7 +381,12 @@ def _add_eval(sub) -> None:
         choices=["train", "validation", "test"],
         help="which split (default validation)",
     )
-    p.add_argument("--language", default=None, help="language to force when a sample names none (e.g. es, spanish)")
+    p.add_argument(
+        "--language",
+        default=None,
+        type=language_arg,
+        help="language to force when a sample names none (e.g. es, spanish)",
+    )
     p.add_argument(
         "--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task (default transcribe)"
     )
@@ -413,7 +430,7 @@ def _add_pseudo_label(sub) -> None:
     p.add_argument("--out", required=True, help="output shard folder")
     p.add_argument("--split", default="train", help="which split to label (default train)")
     p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
-    p.add_argument("--language", default=None, help="language for samples that name none (e.g. es)")
+    p.add_argument("--language", default=None, type=language_arg, help="language for samples that name none (e.g. es)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per clip (default 128)")
     p.add_argument("--max-shards", type=int, default=0, help="label only the split's first N shards (default: all)")
     p.add_argument(
@@ -509,7 +526,9 @@ def _add_export(sub) -> None:
     p.add_argument("--check-data", help="shard folder whose clips the parity check transcribes (recommended)")
     p.add_argument("--check-split", default="test", help="split of --check-data to take clips from (default test)")
     p.add_argument("--check-clips", type=int, default=8, help="number of clips for the parity check (default 8)")
-    p.add_argument("--language", default=None, help="language for the parity check (default: the clips' own)")
+    p.add_argument(
+        "--language", default=None, type=language_arg, help="language for the parity check (default: the clips' own)"
+    )
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
     p.set_defaults(fn=cmd_export)
 
@@ -526,7 +545,12 @@ def _add_transcribe(sub) -> None:
     p.add_argument(
         "--backend", default="pytorch", choices=["pytorch", "onnx", "ct2"], help="inference engine (default pytorch)"
     )
-    p.add_argument("--language", default=None, help="language code or name (e.g. es); default: the model detects it")
+    p.add_argument(
+        "--language",
+        default=None,
+        type=language_arg,
+        help="language code or name (e.g. es); default: the model detects it",
+    )
     p.add_argument("--task", default="transcribe", choices=["transcribe", "translate"], help="Whisper task")
     p.add_argument(
         "--format", default="text", choices=["text", "json", "srt", "vtt"], help="output format (default text)"

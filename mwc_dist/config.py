@@ -24,8 +24,9 @@ import yaml
 from mwc_dist.audio.decode import SAMPLE_RATE
 
 AUDIO_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma"]
-SOURCE_TYPES = ("auto", "huggingface", "folder", "csv", "json")
+SOURCE_TYPES = ("auto", "huggingface", "folder", "csv", "json", "commonvoice", "nemo", "librispeech", "kaldi")
 SPLITS = ("train", "validation", "test")
+COMMONVOICE_TSVS = ("train", "dev", "test", "validated", "other", "invalidated")
 
 
 class ConfigError(ValueError):
@@ -38,7 +39,11 @@ class DataConfig:
     """Where the audio comes from and how it is checked and sharded (``mwc shard``)."""
 
     source: str = ""  # folder, CSV, JSON/JSONL manifest, save_to_disk folder or hub dataset name
-    source_type: str = "auto"  # auto | huggingface | folder | csv | json
+    source_type: str = "auto"  # auto | huggingface | folder | csv | json | commonvoice | nemo | librispeech | kaldi
+    # Common Voice: the release's TSVs to read (train, dev, test, validated, other, invalidated; the name -> split)
+    commonvoice_splits: list[str] = field(default_factory=lambda: ["train", "dev", "test"])
+    min_up_votes: int = 0  # Common Voice: rows with fewer up_votes are quarantined as below_min_up_votes
+    kaldi_allow_pipes: bool = False  # Kaldi wav.scp entries "id cmd |" run the shell command (off: quarantined)
     hf_split: str = "train"  # split of a Hugging Face DatasetDict
     hf_config: str | None = None  # hub dataset configuration name
     audio_column: str = "audio"
@@ -64,6 +69,9 @@ class DataConfig:
     test_split_ratio: float = 0.0
     shard_dir: str = "shards"
     shard_samples: int = 1000  # items per shard (the unit of resume and of job splitting)
+    # > 0: the train split in a multiple of shard_for_world_size x num_workers shards (of at most shard_samples,
+    # evenly filled), so each rank and loader worker of that many processes reads shards of its own
+    shard_for_world_size: int = 0
     shard_audio_format: str = "flac"  # flac (16-bit, lossless container) | wav (float32)
     shard_workers: int = 0  # decode processes for `mwc shard`; 0 = all cores
     num_workers: int = 2  # DataLoader workers per rank when training
@@ -408,9 +416,26 @@ def _validate_augment(a: AugmentConfig, problems: list[str]) -> None:
         problems.append(f"augment.noise_dir: {a.noise_dir} is not a folder (of noise recordings)")
 
 
+def _resolve_language(section: Any, name: str, problems: list[str]) -> None:
+    """Replace section.language (a code or a name in any case) by Whisper's code, or report it with the nearest."""
+    from mwc_dist.languages import LanguageError, resolve_language
+
+    if section.language is not None:
+        try:
+            section.language = resolve_language(section.language, f"{name}.language")
+        except LanguageError as exc:
+            problems.append(str(exc))
+
+
 def _validate_data(d: DataConfig, problems: list[str]) -> None:
+    _resolve_language(d, "data", problems)
     if d.source_type not in SOURCE_TYPES:
         problems.append(f"data.source_type: must be one of {', '.join(SOURCE_TYPES)}; got {d.source_type!r}")
+    bad_tsvs = [t for t in d.commonvoice_splits if t not in COMMONVOICE_TSVS]
+    if bad_tsvs or not d.commonvoice_splits:
+        problems.append(f"data.commonvoice_splits: some of {', '.join(COMMONVOICE_TSVS)}; got {d.commonvoice_splits}")
+    if d.min_up_votes < 0:
+        problems.append(f"data.min_up_votes: a count >= 0; got {d.min_up_votes}")
     if d.sample_rate != SAMPLE_RATE:
         problems.append(f"data.sample_rate: Whisper takes {SAMPLE_RATE} Hz audio; got {d.sample_rate}")
     if d.max_label_tokens < 0 or 0 < d.max_label_tokens < 8:
@@ -432,6 +457,10 @@ def _validate_data(d: DataConfig, problems: list[str]) -> None:
     bad_formats = [f for f in d.formats if f.lower().lstrip(".") not in AUDIO_FORMATS]
     if bad_formats:
         problems.append(f"data.formats: unsupported {bad_formats}; supported: {', '.join(AUDIO_FORMATS)}")
+    if d.shard_for_world_size < 0:
+        problems.append(
+            f"data.shard_for_world_size: 0 (off) or the planned number of processes; got {d.shard_for_world_size}"
+        )
     if d.shard_samples < 1:
         problems.append(f"data.shard_samples: must be >= 1; got {d.shard_samples}")
     if d.shard_audio_format not in ("flac", "wav"):
@@ -455,6 +484,7 @@ def _validate_data(d: DataConfig, problems: list[str]) -> None:
 
 
 def _validate_model(m: ModelConfig, problems: list[str]) -> None:
+    _resolve_language(m, "model", problems)
     if not 0.0 <= m.distillation_alpha <= 1.0:
         problems.append(f"model.distillation_alpha: must be in [0, 1]; got {m.distillation_alpha}")
     if m.distillation_temperature <= 0:

@@ -55,10 +55,10 @@ class Backend:
         tok = self.processor.tokenizer
         ids = [tok.convert_tokens_to_ids("<|startoftranscript|>")]
         if self.multilingual:
-            from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+            from mwc_dist.languages import resolve_language
 
             if language:
-                code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+                code = resolve_language(language)
                 ids.append(tok.convert_tokens_to_ids(f"<|{code}|>"))
             ids.append(tok.convert_tokens_to_ids(f"<|{task}|>"))
         return ids + [tok.convert_tokens_to_ids("<|notimestamps|>")]

@@ -274,18 +274,41 @@ def load_audio(
     Raises an ``AudioError`` subclass (with a quarantine ``reason``) for anything that cannot be a clip.
     """
     name = name or (str(audio) if not isinstance(audio, (bytes, bytearray)) else "<bytes>")
+    wave = load_mono(audio, name, sample_rate=sample_rate, max_seconds=max_seconds)
+    return check_clip(
+        wave, name, sample_rate=sample_rate, normalize=normalize, min_seconds=min_seconds, max_seconds=max_seconds
+    )
+
+
+def load_mono(
+    audio: AudioInput, name: str, *, sample_rate: int = SAMPLE_RATE, max_seconds: float = float("inf")
+) -> np.ndarray:
+    """Decode one file whole to mono float32 at ``sample_rate``, unchecked for length and level (a file whose
+    spans are cut later: each span is then checked with ``check_clip``)."""
     decoded = decode(audio, name, max_seconds=max_seconds)
     if decoded.samples.size == 0:
         raise CorruptAudioError(name, "decoded to zero samples")
     if not np.isfinite(decoded.samples).all():
         raise NonFiniteAudioError(name, "contains NaN or infinite samples")
-    wave = to_mono_16k(decoded.samples, decoded.source_rate, sample_rate)
+    return to_mono_16k(decoded.samples, decoded.source_rate, sample_rate)
+
+
+def check_clip(
+    wave: np.ndarray,
+    name: str,
+    *,
+    sample_rate: int = SAMPLE_RATE,
+    normalize: bool = True,
+    min_seconds: float = 0.0,
+    max_seconds: float = float("inf"),
+) -> np.ndarray:
+    """A training clip's checks (duration limits, silence) and peak normalisation; AudioError when it fails."""
     seconds = len(wave) / sample_rate
     if seconds > max_seconds:
         raise TooLongError(name, f"{seconds:.2f} s is over the {max_seconds:g} s limit (data.max_duration_seconds)")
     if seconds < min_seconds:
         raise TooShortError(name, f"{seconds:.2f} s is under the {min_seconds:g} s limit (data.min_duration_seconds)")
-    peak = float(np.abs(wave).max())
+    peak = float(np.abs(wave).max()) if len(wave) else 0.0
     if peak < SILENCE_PEAK:
         raise NoSignalError(name, f"no signal (peak {peak:.1e}, below -80 dBFS)")
     if normalize:

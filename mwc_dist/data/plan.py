@@ -57,6 +57,10 @@ class TrainData:
             self.sets = [s.with_metas() for s in self.sets]
         self.probabilities = mix_probabilities([s.num_samples for s in self.sets], d.mix_weights, d.mix_temperature)
         self.shards = self.sets[0] if len(self.sets) == 1 else _union(self.sets)
+        self.slots = world_size * max(1, d.num_workers)
+        self.shared = not self.endless and len(self.shards.urls) < self.slots
+        if self.shared:  # a small corpus: each shard read by several ranks/workers, each keeping its part
+            self.shards = self.shards.split_within(self.slots)
 
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream | ResampledStream:
         """This rank's batches of ``epoch``, the first ``skip_items`` loader items skipped (a resumed epoch)."""
@@ -107,7 +111,14 @@ class TrainData:
 
     def describe(self) -> str:
         """One line for the start of the run: samples, shards, steps, the pseudo-labels the filter drops."""
-        text = f"{self.shards.num_samples} train samples in {len(self.shards.urls)} shards; {self.total_steps()} steps"
+        shards = len(self.shards.urls) // self.shards.parts[0][1] if self.shared else len(self.shards.urls)
+        text = f"{self.shards.num_samples} train samples in {shards} shards; {self.total_steps()} steps"
+        if self.shared:
+            text += (
+                f"; fewer shards than ranks x loader workers ({self.slots}): each shard is read on several ranks "
+                f"and workers, each keeping 1 sample in {self.shards.parts[0][1]} (re-shard with `mwc shard "
+                f"--for-world-size {self.world_size}` to read each once)"
+            )
         if self.d.text_field == "teacher_text":
             drops = ", ".join(f"{n} {why}" for why, n in self.pseudo_dropped.items()) or "none"
             text += f"; training on pseudo-labels, dropped by the quality filter: {drops}"

@@ -19,7 +19,6 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import io
-import itertools
 import json
 import multiprocessing as mp
 import os
@@ -32,10 +31,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mwc_dist.audio.decode import AudioError
 from mwc_dist.config import SPLITS, DataConfig
-from mwc_dist.data.sources import HFRef, Item, Reject, list_items
+from mwc_dist.data.sources import HFRef, Item, Pipe, Reject, detect_source, list_items
 
 PLAN_VERSION = 1
+SPAN_TOLERANCE_S = 0.05  # a span may end this far past the decoded file (codec padding, rounded times)
+
+
+class SpanPastEndError(AudioError):
+    reason = "span_past_end"
 
 
 class ShardError(ValueError):
@@ -66,9 +71,20 @@ def plan_chunks(items: list[Item], cfg: DataConfig) -> list[Chunk]:
         by_split[item.split or split_of(item.key, cfg)].append(item)
     chunks = []
     for split, members in by_split.items():
-        for n, start in enumerate(range(0, len(members), cfg.shard_samples)):
-            chunks.append(Chunk(f"{split}-{n:06d}", split, members[start : start + cfg.shard_samples]))
+        for n, part in enumerate(_cut(members, cfg, split)):
+            chunks.append(Chunk(f"{split}-{n:06d}", split, part))
     return chunks
+
+
+def _cut(members: list[Item], cfg: DataConfig, split: str) -> list[list[Item]]:
+    """Consecutive runs of data.shard_samples; for the train split with data.shard_for_world_size, a multiple of
+    world size x loader workers runs, as even as the count allows (never over shard_samples)."""
+    if split != "train" or cfg.shard_for_world_size <= 0 or not members:
+        return [members[start : start + cfg.shard_samples] for start in range(0, len(members), cfg.shard_samples)]
+    slots = cfg.shard_for_world_size * max(1, cfg.num_workers)
+    count = min(len(members), slots * -(-len(members) // (slots * cfg.shard_samples)))
+    bounds = [round(k * len(members) / count) for k in range(count + 1)]
+    return [members[a:b] for a, b in zip(bounds, bounds[1:])]
 
 
 def _decode_settings(cfg: DataConfig) -> dict[str, Any]:
@@ -89,6 +105,8 @@ def plan_fingerprint(chunks: list[Chunk], cfg: DataConfig) -> str:
         h.update(chunk.name.encode())
         for item in chunk.items:
             h.update(f"\0{item.key}\0{item.text}\0{item.language}\0{item.speaker}".encode())
+            if item.span is not None:  # a span of a longer file
+                h.update(f"\0{item.span[0]}\0{item.span[1]}".encode())
             for seg in item.segments or ():  # a recording: its times decide its windows
                 h.update(f"\0{seg.start}\0{seg.end}\0{seg.text}\0{seg.problem}".encode())
     return h.hexdigest()
@@ -150,15 +168,18 @@ def process_item(item: Item, settings: dict[str, Any]) -> Result | list[Result]:
     if too_long:
         return Reject(item.source, "too_many_tokens", too_long, item.key)
     try:
-        audio, name = _read_hf(item.audio) if isinstance(item.audio, HFRef) else (item.audio, item.audio)
-        wave = load_audio(
-            audio,
-            item.source if isinstance(item.audio, HFRef) else name,
-            sample_rate=settings["sample_rate"],
-            normalize=settings["normalize"],
-            min_seconds=settings["min_duration_seconds"],
-            max_seconds=settings["max_duration_seconds"],
-        )
+        if item.span is not None:
+            wave = _span_wave(item, settings)
+        else:
+            audio, name = _read_audio(item)
+            wave = load_audio(
+                audio,
+                name,
+                sample_rate=settings["sample_rate"],
+                normalize=settings["normalize"],
+                min_seconds=settings["min_duration_seconds"],
+                max_seconds=settings["max_duration_seconds"],
+            )
     except AudioError as exc:
         return Reject(item.source, exc.reason, exc.detail, item.key)
     except Exception as exc:  # an unexpected decoder failure must not stop a million-file run
@@ -175,6 +196,58 @@ def process_item(item: Item, settings: dict[str, Any]) -> Result | list[Result]:
         "source": item.source,
     }
     return meta, payload
+
+
+def _read_audio(item: Item) -> tuple[bytes | str, str]:
+    """What to decode for an item and the name its errors carry: a path, a HF row's bytes, a command's output."""
+    if isinstance(item.audio, HFRef):
+        return _read_hf(item.audio)[0], item.source
+    if isinstance(item.audio, Pipe):  # data.kaldi_allow_pipes: the user asked for the command to run
+        import subprocess
+
+        from mwc_dist.audio.decode import CorruptAudioError
+
+        run = subprocess.run(item.audio.command, shell=True, capture_output=True, timeout=600)
+        if run.returncode != 0:
+            err = run.stderr.decode(errors="replace").strip()[-200:]
+            raise CorruptAudioError(item.source, f"the wav.scp command exited {run.returncode}: {err}")
+        return run.stdout, item.source
+    return item.audio, item.audio
+
+
+_WHOLE_FILE: dict[str, Any] = {}  # the file last decoded in this worker: its spans arrive one after another
+
+
+def _span_wave(item: Item, settings: dict[str, Any]):
+    """One span of a longer file: the file decoded once (kept while its spans arrive), cut, checked like a clip."""
+    from mwc_dist.audio.decode import AudioError, check_clip, load_mono
+
+    rate = settings["sample_rate"]
+    audio, name = _read_audio(item)
+    cache_key = str(item.audio)
+    if _WHOLE_FILE.get("key") != cache_key:
+        _WHOLE_FILE.clear()
+        try:
+            _WHOLE_FILE.update(key=cache_key, wave=load_mono(audio, name, sample_rate=rate), error=None)
+        except AudioError as exc:
+            _WHOLE_FILE.update(key=cache_key, wave=None, error=exc)
+    if _WHOLE_FILE["error"] is not None:
+        raise _WHOLE_FILE["error"]
+    wave, (start, end) = _WHOLE_FILE["wave"], item.span
+    length = len(wave) / rate
+    if start >= length or (end != float("inf") and end > length + SPAN_TOLERANCE_S):
+        raise SpanPastEndError(
+            item.source, f"the span {start:g}-{end:g} s ends past the file's end at {length:.2f} s ({item.audio})"
+        )
+    cut = wave[round(start * rate) : len(wave) if end == float("inf") else round(end * rate)]
+    return check_clip(
+        cut.copy(),
+        item.source,
+        sample_rate=rate,
+        normalize=settings["normalize"],
+        min_seconds=settings["min_duration_seconds"],
+        max_seconds=settings["max_duration_seconds"],
+    )
 
 
 def process_recording(item: Item, settings: dict[str, Any]) -> list[Result]:
@@ -223,6 +296,10 @@ def _float_wav(wave, rate: int) -> bytes:
     return buf.getvalue()
 
 
+def _span_file(item: Item) -> str | None:
+    return str(item.audio) if item.span is not None else None
+
+
 def _worker_init() -> None:
     """Import the decoders once per worker, in parallel, before the first item arrives."""
     import av  # noqa: F401
@@ -237,8 +314,24 @@ def _apply_batch(fn: Callable, batch: list) -> list:
     return [fn(x) for x in batch]
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 8, window: int = 16) -> Iterator:
-    """``map(fn, items)`` in order over a spawn process pool: ``batch`` items per task, ``window`` tasks in flight."""
+def _tasks(items: Iterable, batch: int, same: Callable | None, most: int = 512) -> Iterator[list]:
+    """Consecutive items in tasks of ``batch``; a task goes on while ``same(item)`` equals its last item's (the spans
+    of one file stay in one worker, which decodes the file once), up to ``most`` items."""
+    task: list = []
+    for item in items:
+        if len(task) >= batch and (same is None or same(item) != same(task[-1]) or len(task) >= most):
+            yield task
+            task = []
+        task.append(item)
+    if task:
+        yield task
+
+
+def ordered_map(
+    fn: Callable, items: Iterable, workers: int, batch: int = 8, window: int = 16, same: Callable | None = None
+) -> Iterator:
+    """``map(fn, items)`` in order over a spawn process pool: ``batch`` items per task (kept together while
+    ``same`` agrees), ``window`` tasks in flight."""
     if workers <= 1:
         import torch
 
@@ -252,9 +345,9 @@ def ordered_map(fn: Callable, items: Iterable, workers: int, batch: int = 8, win
     ctx = mp.get_context("spawn")  # fork after torch has started threads can deadlock
     with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
         pending: deque = deque()
-        it = iter(items)
+        it = _tasks(items, batch, same)
         while True:
-            chunk = list(itertools.islice(it, batch))
+            chunk = next(it, [])
             if chunk:
                 pending.append(pool.submit(_apply_batch, fn, chunk))
             if pending and (len(pending) >= window or not chunk):
@@ -445,6 +538,8 @@ def shard_source(
         raise ShardError(f"--job-index {job_index} must be in [0, --num-jobs={num_jobs})")
     out_dir = Path(out_dir)
     start = time.time()
+    kind, why = detect_source(cfg)
+    log(f"source {cfg.source}: {kind} ({why})")
     items, rejects = list_items(cfg)
     chunks = plan_chunks(items, cfg)
     write_plan(out_dir, cfg, chunks, rejects, overwrite and job_index == 0)
@@ -460,7 +555,7 @@ def shard_source(
     bar = tqdm(total=sum(len(c.items) for c in todo), unit="clip", desc="sharding", disable=not progress)
     sinks: dict[str, _ShardSink] = {}
     remaining = {c.name: len(c.items) for c in todo}
-    results = ordered_map(partial(process_item, settings=settings), (it for _, it in pairs), workers)
+    results = ordered_map(partial(process_item, settings=settings), (it for _, it in pairs), workers, same=_span_file)
     for (chunk, _), result in zip(pairs, results):
         if chunk.name not in sinks:
             sinks[chunk.name] = _ShardSink(out_dir, chunk, settings["shard_audio_format"])

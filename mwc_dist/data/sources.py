@@ -1,13 +1,14 @@
-"""Where items come from: a Hugging Face dataset, a folder, a CSV, or a JSON/JSONL manifest.
+"""Where items come from: a Hugging Face dataset, a folder, a CSV, a JSON/JSONL manifest, or a corpus layout
+(Common Voice, NeMo, LibriSpeech, Kaldi: data/layouts.py).
 
 ``list_items(cfg.data)`` returns every usable ``Item`` (sorted by key) and a ``Reject`` for every row
 that cannot be one (missing or undecodable transcript, missing file, duplicate key, ...). Nothing is
 dropped silently: each input row or audio file ends up in exactly one of the two lists. Audio is not
 decoded here; ``mwc_dist.data.shard`` does that in worker processes.
 
-Source type is chosen by ``data.source_type`` or, for ``auto``, from what ``data.source`` is:
-a ``.csv`` file, a ``.json``/``.jsonl`` file, a ``save_to_disk`` folder, any other folder, or a hub
-dataset name.
+Source type is chosen by ``data.source_type`` or, for ``auto``, from what ``data.source`` is
+(``detect_source`` says why): a corpus layout data/layouts.py recognises, a ``.csv`` file, a
+``.json``/``.jsonl`` file, a ``save_to_disk`` folder, any other folder, or a hub dataset name.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mwc_dist.config import SPLITS, DataConfig
+from mwc_dist.config import SOURCE_TYPES, SPLITS, DataConfig
 from mwc_dist.data.recordings import Segment, parse_subtitles, segments_from_rows
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl", "metadata.json")
@@ -60,6 +61,16 @@ class Item:
     split: str | None = None  # a split the source names; None = decided by hash
     # a long recording (data/recordings.py): its segments in file order, cut into windows when sharded; None: a clip
     segments: list[Segment] | None = None
+    # a span of a longer file (NeMo offset/duration, Kaldi segments): (start, end) in seconds; the file is decoded
+    # once for all its spans and each span is checked like a clip (data/shard.py)
+    span: tuple[float, float] | None = None
+
+
+@dataclass(frozen=True)
+class Pipe:
+    """Audio that a shell command writes to stdout (a Kaldi ``wav.scp`` line ``id cmd |``), run only on opt-in."""
+
+    command: str
 
 
 @dataclass
@@ -428,35 +439,67 @@ def hf_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
     return items, rejects
 
 
-def detect_source_type(cfg: DataConfig) -> str:
+def detect_source(cfg: DataConfig) -> tuple[str, str]:
+    """(source type, why it was chosen): data.source_type, or for ``auto`` what data.source is laid out as."""
+    from mwc_dist.data.layouts import detect_layout
+
     if cfg.source_type != "auto":
-        return cfg.source_type
+        return cfg.source_type, "data.source_type"
     path = Path(cfg.source)
+    layout = detect_layout(path)
+    if layout is not None:
+        return layout
     if path.is_file():
         suffix = path.suffix.lower()
         if suffix == ".csv":
-            return "csv"
+            return "csv", f"{path.name} is a CSV"
         if suffix in (".json", ".jsonl"):
-            return "json"
-        raise SourceError(f"{path}: a source file must be .csv, .json or .jsonl (or set data.source_type)")
+            return "json", f"{path.name} is a {suffix[1:].upper()} manifest"
+        raise SourceError(
+            f"{path}: a source file must be .csv, .json, .jsonl or .tsv (Common Voice), or set data.source_type "
+            f"to one of {', '.join(SOURCE_TYPES[1:])}"
+        )
     if path.is_dir():
-        return "huggingface" if _hf_kind(path) == "disk" else "folder"
+        if _hf_kind(path) == "disk":
+            return "huggingface", "a datasets save_to_disk folder"
+        return "folder", "a folder of audio (metadata.csv/.jsonl/.json, or a .txt per file)"
     if re.fullmatch(r"[\w.-]+(/[\w.-]+)?", cfg.source) and not cfg.source.startswith((".", "/")):
-        return "huggingface"
+        return "huggingface", "not a local path: a hub dataset name"
     raise SourceError(f"data.source {cfg.source!r}: no such file or folder, and not a hub dataset name")
 
 
+def detect_source_type(cfg: DataConfig) -> str:
+    return detect_source(cfg)[0]
+
+
+def _readers() -> dict:
+    from mwc_dist.data import layouts
+
+    return {
+        "folder": folder_items,
+        "csv": manifest_items,
+        "json": manifest_items,
+        "huggingface": hf_items,
+        "commonvoice": layouts.commonvoice_items,
+        "nemo": layouts.nemo_items,
+        "librispeech": layouts.librispeech_items,
+        "kaldi": layouts.kaldi_items,
+    }
+
+
 def list_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
-    """Every item of the configured source, sorted by key, and every rejected row; duplicates rejected."""
+    """Every item of the configured source, sorted by key, and every rejected row; duplicates and unknown
+    languages rejected."""
     if not cfg.source:
         raise SourceError("no data source: set data.source (or pass --source) to a folder, CSV, JSON or dataset")
     kind = detect_source_type(cfg)
-    if kind in ("csv", "json") and not Path(cfg.source).is_file():
-        raise SourceError(f"data.source {cfg.source!r} does not exist")
-    if kind == "folder" and not Path(cfg.source).is_dir():
-        raise SourceError(f"data.source {cfg.source!r} is not a folder")
-    reader = {"folder": folder_items, "csv": manifest_items, "json": manifest_items, "huggingface": hf_items}[kind]
-    items, rejects = reader(cfg)
+    if kind in ("csv", "json", "nemo") and not Path(cfg.source).is_file():
+        raise SourceError(f"data.source {cfg.source!r} is not a file (a {kind} source is one manifest file)")
+    if kind in ("folder", "librispeech", "kaldi") and not Path(cfg.source).is_dir():
+        raise SourceError(f"data.source {cfg.source!r} is not a folder (a {kind} source is one)")
+    if kind == "commonvoice" and not Path(cfg.source).exists():
+        raise SourceError(f"data.source {cfg.source!r} does not exist (a Common Voice release folder or TSV)")
+    items, rejects = _readers()[kind](cfg)
     seen: dict[str, Item] = {}
     unique = []
     for item in items:
@@ -466,7 +509,24 @@ def list_items(cfg: DataConfig) -> tuple[list[Item], list[Reject]]:
                 Reject(item.source, "duplicate_key", f"key {item.key!r} already used by {first.source}", item.key)
             )
             continue
+        bad = _resolve_item_language(item)
+        if bad:
+            rejects.append(bad)
+            continue
         seen[item.key] = item
         unique.append(item)
     unique.sort(key=lambda i: i.key)
     return unique, rejects
+
+
+def _resolve_item_language(item: Item) -> Reject | None:
+    """Set item.language to Whisper's code; a Reject (unknown_language) naming the nearest codes when it has none."""
+    from mwc_dist.languages import LanguageError, resolve_language
+
+    if item.language is None:
+        return None
+    try:
+        item.language = resolve_language(item.language, "language")
+    except LanguageError as exc:
+        return Reject(item.source, "unknown_language", str(exc), item.key)
+    return None

@@ -3,6 +3,7 @@
 Training pipeline (one per rank; each DataLoader worker runs it on its own shards)::
 
     shard list -> shuffle shards (seed + epoch) -> split by rank -> split by worker -> read tar samples
+    -> pseudo-label filter -> this worker's part of a shared shard (fewer shards than ranks x workers)
     -> shuffle buffer (seed, epoch, rank, worker) -> duration buckets -> batches
     -> skip what a resumed run already consumed -> decode audio -> tokenise -> collate
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import math
 import random
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -46,11 +48,27 @@ class ShardSet:
     max_seconds: float | None = None  # the longest clip the shards may hold (manifest's config)
     without_text: int = 0  # samples sharded without a transcript (data.allow_missing_text)
     metas: list[list[tuple[str, bytes]]] | None = None  # (key, json) of every sample, for packing's plan
+    # fewer shards than ranks x workers (a small corpus): entry i reads only its part (j, m) of its shard, the
+    # samples whose index (after the pseudo-label filter) is j mod m; None: every entry reads its whole shard
+    parts: list[tuple[int, int]] | None = None
 
     def with_metas(self) -> ShardSet:
         """The same set with every sample's key and json read (one pass over the shards, no audio decoded)."""
         metas = [[(s["__key__"], s["json"]) for s in tar_samples([u])] for u in self.urls]
         return dataclasses.replace(self, metas=metas)
+
+    def split_within(self, slots: int) -> ShardSet:
+        """Each shard as m parts, m the smallest making the parts a multiple of ``slots`` (ranks x workers), so that
+        every slot reads the same number of parts; each part's count is known from the shard's."""
+        m = slots // math.gcd(len(self.urls), slots)
+        index = [(i, j) for i in range(len(self.urls)) for j in range(m)]
+        return dataclasses.replace(
+            self,
+            urls=[self.urls[i] for i, _ in index],
+            counts=[max(0, (self.counts[i] - j + m - 1) // m) for i, j in index],
+            metas=[self.metas[i] for i, _ in index] if self.metas is not None else None,
+            parts=[(j, m) for _, j in index],
+        )
 
     @property
     def num_samples(self) -> int:
@@ -115,12 +133,12 @@ class Tokenize:
         self.multilingual = is_multilingual(tokenizer)
 
     def language_id(self, language: str | None) -> list[int]:
-        from transformers.models.whisper.tokenization_whisper import TO_LANGUAGE_CODE
+        from mwc_dist.languages import resolve_language
 
         language = language or self.language
         if language is None:
             return []
-        code = TO_LANGUAGE_CODE.get(language.lower(), language.lower())
+        code = resolve_language(language)
         token_id = self.tokenizer.convert_tokens_to_ids(f"<|{code}|>")
         if token_id == self.tokenizer.unk_token_id or token_id is None:
             raise ValueError(f"language {language!r} has no Whisper language token")
@@ -319,8 +337,6 @@ class TrainStream(IterableDataset):
 
         from mwc_dist.data.pack import pack_samples
 
-        if self.select is not None:  # -> pseudo-labels that pass the quality filter (data/pseudo.py)
-            samples = self.select(samples)
         if self.shuffle_buffer > 1:  # -> shuffle buffer
             rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
             samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
@@ -352,8 +368,21 @@ class TrainStream(IterableDataset):
     def _standins(self, rank: int, worker: int) -> Iterator[dict]:
         """The worker's samples without their audio (ShardSet.metas), for planning."""
         for i in self.worker_shards(rank, worker):
-            for key, meta in self.shards.metas[i]:
-                yield {"__key__": key, "json": meta}
+            yield from self._shard_samples(i, ({"__key__": key, "json": meta} for key, meta in self.shards.metas[i]))
+
+    def _worker_samples(self, worker: int) -> Iterator[dict]:
+        """The worker's samples, shard by shard (shuffled, split by rank and worker: worker_shards)."""
+        for i in self.worker_shards(self.rank, worker):
+            yield from self._shard_samples(i, tar_samples([self.shards.urls[i]]))
+
+    def _shard_samples(self, i: int, samples: Iterator[dict]) -> Iterator[dict]:
+        """One shard's samples -> the pseudo-labels that pass the quality filter (data/pseudo.py) -> its part."""
+        if self.select is not None:
+            samples = self.select(samples)
+        if self.shards.parts is not None:  # a small corpus: this entry's share of a shard others read too
+            j, m = self.shards.parts[i]
+            samples = (s for n, s in enumerate(samples) if n % m == j)
+        return samples
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
         info = get_worker_info()
@@ -361,9 +390,8 @@ class TrainStream(IterableDataset):
         # The loader's round robin starts at its worker 0, so after a resume worker 0 must play the
         # logical worker whose item comes next: rotate by the number of items already consumed.
         worker = ((info.id if info else 0) + self.skip_items) % self.num_workers
-        urls = [self.shards.urls[i] for i in self.worker_shards(self.rank, worker)]
-        # shard list (shuffled, split by rank and worker above) -> tar samples -> ... -> batches (still undecoded)
-        batches = self._batches(tar_samples(urls), self.rank, worker)
+        # shard list (shuffled, split by rank and worker) -> tar samples -> ... -> batches (still undecoded)
+        batches = self._batches(self._worker_samples(worker), self.rank, worker)
         # -> pad to the longest worker of this rank, so the loader's round robin stays regular
         target = max(self.worker_batches(self.rank))
         n = 0

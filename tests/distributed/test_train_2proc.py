@@ -290,3 +290,48 @@ def test_launch_wrapper_cpu(shards, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((out / "run_summary.json").read_text())
     assert summary["world_size"] == 2 and summary["ranks_identical"] and summary["steps"] == 2
+
+
+@pytest.fixture(scope="module")
+def small_corpus(demo_shards, tmp_path_factory):
+    """A small corpus as users have one: 36 train clips in one shard (mwc shard's default 1000 per shard), and 6
+    validation clips, from the demo corpus's audio."""
+    import csv
+
+    from mwc_dist.config import DataConfig
+    from mwc_dist.data.shard import shard_source
+
+    src = demo_shards.parent / "data"
+    rows = [r for r in csv.DictReader(open(src / "metadata.csv", encoding="utf-8")) if r["split"] != "test"]
+    for n, row in enumerate(rows[:42]):
+        row["split"] = "train" if n < 36 else "validation"
+    with open(src / "small.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[:42])
+    out = tmp_path_factory.mktemp("small") / "shards"
+    shard_source(DataConfig(source=str(src / "small.csv"), max_duration_seconds=10), out, workers=1, progress=False)
+    manifest = json.loads((out / "train.manifest.json").read_text())
+    assert manifest["num_shards"] == 1 and manifest["num_samples"] == 36
+    return out
+
+
+def test_small_corpus_one_shard_trains_on_two_ranks_and_resumes_exactly(small_corpus, tmp_path):
+    """36 clips in 1 shard, 2 processes x 2 loader workers (4 readers of one shard): trained, not refused; both
+    ranks take the planned steps (ranks stay identical); stopped mid-epoch and resumed, bit-identical."""
+    out = tmp_path / "run"
+    proc = launch(out, small_corpus, expect_ok=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert proc.stdout.count("each shard is read on several ranks") == 1  # said once, by rank 0
+    summary = json.loads((out / "run_summary.json").read_text())
+    assert summary["ranks_identical"] and summary["steps"] == 8
+    steps = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert steps["epoch"] == 0 and steps["epoch_step"] == 3  # 36 / (2 ranks x batch 4) -> 4 steps an epoch
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(out / "checkpoint-3", resumed / "checkpoint-3")
+    launch(resumed, small_corpus, "checkpoint.resume_from_checkpoint=latest")
+    want, got = losses(out), losses(resumed)
+    assert sorted(got) == [4, 5, 6, 7, 8] and all(got[s] == want[s] for s in got), (want, got)
+    a, b = load_file(out / "final" / "model.safetensors"), load_file(resumed / "final" / "model.safetensors")
+    assert all((a[k] == b[k]).all() for k in a)

@@ -218,5 +218,5 @@ def test_source_errors_say_what_to_do(tmp_path):
     with pytest.raises(SourceError, match="no such file"):
         list_items(DataConfig(source=str(tmp_path / "nothing" / "here")))
     (tmp_path / "x.txt").write_text("a")
-    with pytest.raises(SourceError, match=r"\.csv, \.json or \.jsonl"):
+    with pytest.raises(SourceError, match=r"\.csv, \.json, \.jsonl or \.tsv"):
         list_items(DataConfig(source=str(tmp_path / "x.txt")))

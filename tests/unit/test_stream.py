@@ -174,3 +174,64 @@ def test_int16_batches_give_the_float_log_mel(uneven_shards, tokenize):
     assert torch.equal(batch["audio"].float() / 32768, floats)
     log_mel = LogMel(80, 30)
     assert torch.equal(log_mel(batch["audio"]), log_mel(floats))
+
+
+@pytest.fixture(scope="module")
+def one_shard(uneven_shards, tmp_path_factory):
+    """The 47 clips' sources again, sharded as a small corpus arrives: one train shard."""
+    src = uneven_shards.parent
+    out = tmp_path_factory.mktemp("one_shard") / "shards"
+    shard_source(DataConfig(source=str(src), shard_samples=1000), out, workers=1, progress=False)
+    return out
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_fewer_shards_than_ranks_x_workers_split_within_shards(one_shard, tokenize, workers):
+    """1 shard, 2 ranks x workers: each (rank, worker) keeps its part of the shard; equal steps, disjoint samples,
+    exact resume positions."""
+    shards = load_shard_set(DataConfig(shard_dir=str(one_shard)), "train")
+    assert len(shards.urls) == 1
+    shared = shards.split_within(2 * workers)
+    assert len(shared.urls) == 2 * workers and shared.num_samples == 47
+    for epoch in range(2):
+        steps = {_stream(shared, tokenize, r, 2, workers, epoch).steps_per_epoch() for r in (0, 1)}
+        assert len(steps) == 1
+        steps = steps.pop()
+        taken = []
+        for rank in (0, 1):
+            real = [i for i in _items(_stream(shared, tokenize, rank, 2, workers, epoch)) if i is not None]
+            assert len(real) >= steps
+            taken.append({k for batch in real[:steps] for k in batch})
+        assert not taken[0] & taken[1]
+        assert len(taken[0]) == len(taken[1]) == steps * 2
+    assert steps >= 10  # 47 samples over 2 ranks in batches of 2: nearly all used
+    full = _items(_stream(shared, tokenize, 1, 2, workers, 1))
+    for skip in (1, 3):
+        assert _items(_stream(shared, tokenize, 1, 2, workers, 1, skip=skip)) == full[skip:]
+
+
+def test_shard_for_world_size_cuts_even_shards(uneven_shards, tmp_path):
+    """--for-world-size 2 with 2 loader workers: the train split in 4 evenly filled shards (47 -> 12,12,11,12)."""
+    from mwc_dist import cli
+
+    out = tmp_path / "shards"
+    assert (
+        cli.main(
+            [
+                "shard",
+                "--source",
+                str(uneven_shards.parent),
+                "--out",
+                str(out),
+                "--workers",
+                "1",
+                "--quiet",
+                "--for-world-size",
+                "2",
+                "data.num_workers=2",
+            ]
+        )
+        == 0
+    )
+    counts = load_shard_set(DataConfig(shard_dir=str(out)), "train").counts
+    assert len(counts) == 4 and sum(counts) == 47 and max(counts) - min(counts) <= 1
