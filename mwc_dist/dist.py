@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import random
+import time
 from datetime import timedelta
 
 import numpy as np
@@ -144,3 +145,53 @@ def seed_everything(seed: int) -> None:
 def print0(accelerator, *args, **kwargs) -> None:
     if accelerator.is_main_process:
         print(*args, **kwargs, flush=True)
+
+
+# ------------------------------------------------------------------------------------- refusals
+def say_refusal(message: str) -> None:
+    """A refused config or data problem, said once: by rank 0 only, and where torch elastic launched us
+    (`accelerate launch`, `torchrun`) after the launcher's own failure report, so the message, not the
+    ChildFailedError banner, is the last thing the user reads. Every rank then exits 2 without a traceback.
+
+    The launcher prints its banner once all its processes have exited, so rank 0 leaves a small process behind
+    that waits for the launcher to finish, then writes the message to the same stderr. Under SLURM (whose step
+    ends every process left behind) and without a launcher, the message is written at once.
+    """
+    import sys
+
+    if launch_rank() != 0:
+        if "TORCHELASTIC_RUN_ID" in os.environ:  # the launcher stops every process once one exits: give rank 0,
+            time.sleep(2.0)  # refusing the same input, time to leave its message behind first
+        return
+    text = f"error: {message}\n".encode()
+    launcher = os.getppid()
+    if "TORCHELASTIC_RUN_ID" not in os.environ or "SLURM_JOB_ID" in os.environ or not _alive(launcher):
+        sys.stderr.write(text.decode())
+        sys.stderr.flush()
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    if os.fork() == 0:  # the child only waits and writes (no torch, no Python-level I/O): safe after threads
+        try:
+            os.setsid()
+            deadline = time.monotonic() + 300
+            while _alive(launcher) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            os.write(2, text)
+        finally:
+            os._exit(0)
+
+
+def launch_rank() -> int:
+    """This process's global rank as its launcher set it (torch elastic's RANK, else SLURM's task id), before any
+    process group exists."""
+    return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", "0")))
+
+
+def _alive(pid: int) -> bool:
+    """The process runs (not gone, not a zombie waiting for its parent to collect its exit status)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

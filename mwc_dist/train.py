@@ -20,7 +20,7 @@ from mwc_dist.checkpoint import BEST_DIR
 from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
 from mwc_dist.data.plan import TrainData
 from mwc_dist.data.stream import Tokenize, build_train_loader
-from mwc_dist.dist import build_accelerator, describe_precision, print0, seed_everything
+from mwc_dist.dist import build_accelerator, describe_precision, launch_rank, print0, say_refusal, seed_everything
 from mwc_dist.final import end_of_run, run_summary
 from mwc_dist.loop.log import StepLog
 from mwc_dist.loop.loss import TrainLoss
@@ -264,7 +264,7 @@ def run(cfg: Config) -> int:
     try:
         trainer.setup()
     except ValueError as exc:  # ConfigError, SourceError and the setup checks are ValueErrors with the fix in them
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        say_refusal(str(exc))  # once, by rank 0, after a launcher's own report
         return BAD_INPUT_EXIT
     try:
         result = trainer.train()
@@ -288,9 +288,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        say_refusal(str(exc))
         return BAD_INPUT_EXIT
-    for note in cfg.notes:
+    for note in cfg.notes if launch_rank() == 0 else ():
         print(f"note: {note}", file=sys.stderr)
     return run(cfg)
 

@@ -67,3 +67,29 @@ def test_bad_config_or_data_exits_2(tmp_path, entry, bad, says):
     )
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert says in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (["train.max_stepz=3"], "unknown key 'train.max_stepz'; did you mean 'train.max_steps'?"),  # config: parsing
+        (["data.shard_dir=/nonexistent/shards"], "/nonexistent/shards"),  # data: refused in setup, process group up
+    ],
+)
+def test_under_accelerate_launch_the_refusal_is_said_once_and_last(tmp_path, bad, says):
+    """`accelerate launch` with 2 processes: each rank exits 2 without a traceback; rank 0's message is printed once,
+    after torch elastic's ChildFailedError banner, so it is what the user reads last. The launcher itself exits 1
+    (accelerate's status for any failed process; the banner lists each rank's exit code 2)."""
+    from tiny_run import ACCELERATE, CPU_2PROC
+
+    cmd = [str(ACCELERATE), "launch", *CPU_2PROC, "-m", "mwc_dist.train", f"train.output_dir={tmp_path / 'run'}", *bad]
+    proc = subprocess.run(cmd, env=_env(ACCELERATE_USE_CPU="true"), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    assert "exitcode  : 2" in proc.stderr  # refused with the documented status (the launcher may stop the other)
+    tail = proc.stderr.rstrip().splitlines()
+    start = max(i for i, line in enumerate(tail) if line.startswith("error: "))
+    assert says in "\n".join(tail[start:])  # the last thing printed is the message
+    assert "ChildFailedError" in "\n".join(tail[:start])  # ... after the launcher's banner
+    said = [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+    assert len(said) == 1  # once, not once per rank
+    assert "Traceback" not in "\n".join(tail[start:])
