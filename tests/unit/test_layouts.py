@@ -375,3 +375,45 @@ def test_detection_says_what_it_chose_and_why(commonvoice, librispeech, tmp_path
     assert detect_source(DataConfig(source=str(tmp_path / "m.json")))[0] == "nemo"
     (tmp_path / "rows.json").write_text(json.dumps([{"audio": "a.wav", "text": "x"}]))
     assert detect_source(DataConfig(source=str(tmp_path / "rows.json")))[0] == "json"
+
+
+def test_spans_decode_their_file_once_and_shard_reproducibly_as_array_jobs(long_file, tmp_path, monkeypatch):
+    """A NeMo manifest of 4 spans of one file: one decode of the file; 2 array jobs write the bytes one job writes;
+    a re-run skips what is done."""
+    import shutil
+
+    from mwc_dist.audio import decode
+
+    path, segments = long_file
+    shutil.copy(path, tmp_path / "session.flac")
+    rows = [{"audio_filepath": "session.flac", "offset": s, "duration": e - s, "text": t} for s, e, t in segments]
+    (tmp_path / "m.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    calls = []
+    real = decode.load_mono
+    monkeypatch.setattr(decode, "load_mono", lambda *a, **k: calls.append(a[0]) or real(*a, **k))
+    one = shard(
+        tmp_path / "m.jsonl",
+        tmp_path / "one",
+        "data.shard_samples=2",
+        "data.train_split_ratio=1.0",
+        "data.validation_split_ratio=0.0",
+    )
+    assert calls == [str(tmp_path / "session.flac")] and one["splits"]["train"]["num_samples"] == 4
+    for job in (0, 1):
+        args = ["--job-index", str(job), "--num-jobs", "2", "data.shard_samples=2", "data.train_split_ratio=1.0"]
+        argv = ["shard", "--source", str(tmp_path / "m.jsonl"), "--out", str(tmp_path / "two"), "--workers", "1"]
+        assert cli.main([*argv, "--quiet", *args, "data.validation_split_ratio=0.0"]) == 0
+    sha = {
+        d: [s["sha256"] for s in json.loads((tmp_path / d / "train.manifest.json").read_text())["shards"]]
+        for d in ("one", "two")
+    }
+    assert len(sha["one"]) == 2 and sha["one"] == sha["two"]
+    calls.clear()
+    shard(
+        tmp_path / "m.jsonl",
+        tmp_path / "one",
+        "data.shard_samples=2",
+        "data.train_split_ratio=1.0",
+        "data.validation_split_ratio=0.0",
+    )
+    assert calls == []  # resumed: every shard already written
