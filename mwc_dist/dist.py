@@ -87,6 +87,15 @@ def build_accelerator(t: TrainConfig, report_to: list[str]):
         ds["train_batch_size"] = (
             t.per_device_train_batch_size * t.gradient_accumulation_steps * accelerator.num_processes
         )
+    asked = launcher_asked_processes()
+    if asked is not None and asked != accelerator.num_processes:  # e.g. `accelerate launch --cpu --num_processes 2`
+        raise ValueError(
+            f"accelerate launch was asked for {asked} processes but {accelerator.num_processes} joined "
+            f"(with --cpu, or a MULTI_CPU config, accelerate starts one process). On CPUs run `ACCELERATE_USE_CPU=true "
+            f"accelerate launch --multi_gpu --num_processes {asked} --num_machines 1 -m mwc_dist.train ...` or "
+            f"`accelerate launch --config_file accelerate_configs/cpu_2proc.yaml -m mwc_dist.train ...` "
+            f"(docs/DISTRIBUTED.md)"
+        )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs
         raise RuntimeError(
@@ -95,6 +104,30 @@ def build_accelerator(t: TrainConfig, report_to: list[str]):
             "(see accelerate_configs/README.md)."
         )
     return accelerator
+
+
+def launcher_asked_processes(pid: int | None = None) -> int | None:
+    """The ``--num_processes`` of the `accelerate launch` command that started this process (its parent's command
+    line), or None when no such launcher is our parent or it named no count."""
+    args = _launch_args(pid or os.getppid())
+    for n, arg in enumerate(args or ()):
+        flag, _, value = arg.partition("=")
+        if flag in ("--num_processes", "--num-processes"):
+            value = value or (args[n + 1] if n + 1 < len(args) else "")
+            return int(value) if value.isdigit() else None
+    return None
+
+
+def _launch_args(pid: int) -> list[str] | None:
+    """The command line of process ``pid`` when it is `accelerate launch`; None otherwise."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = f.read().decode(errors="replace").split("\0")
+    except OSError:
+        return None
+    if "launch" not in args or not any(os.path.basename(a).startswith("accelerate") for a in args):
+        return None
+    return args
 
 
 def build_process_state():
@@ -153,7 +186,8 @@ def say_refusal(message: str) -> None:
     (`accelerate launch`, `torchrun`) after the launcher's own failure report, so the message, not the
     ChildFailedError banner, is the last thing the user reads. Every rank then exits 2 without a traceback.
 
-    The launcher prints its banner once all its processes have exited, so rank 0 leaves a small process behind
+    The launcher (torch elastic, or accelerate's one-process launcher, which raises CalledProcessError) prints its
+    report once its processes have exited, so rank 0 leaves a small process behind
     that waits for the launcher to finish, then writes the message to the same stderr. Under SLURM (whose step
     ends every process left behind) and without a launcher, the message is written at once.
     """
@@ -165,7 +199,8 @@ def say_refusal(message: str) -> None:
         return
     text = f"error: {message}\n".encode()
     launcher = os.getppid()
-    if "TORCHELASTIC_RUN_ID" not in os.environ or "SLURM_JOB_ID" in os.environ or not _alive(launcher):
+    reports = "TORCHELASTIC_RUN_ID" in os.environ or _launch_args(launcher) is not None  # prints its own failure
+    if not reports or "SLURM_JOB_ID" in os.environ or not _alive(launcher):
         sys.stderr.write(text.decode())
         sys.stderr.flush()
         return
@@ -174,10 +209,16 @@ def say_refusal(message: str) -> None:
     if os.fork() == 0:  # the child only waits and writes (no torch, no Python-level I/O): safe after threads
         try:
             os.setsid()
+            # the launcher's own stderr (a terminal, a pipe, a log file: appended to); every inherited descriptor
+            # closed, so a launcher that reads our stderr through a pipe (accelerate's one-process launcher) sees
+            # its end and finishes
+            out = os.open(f"/proc/{launcher}/fd/2", os.O_WRONLY | os.O_APPEND)
+            os.closerange(0, out)
+            os.closerange(out + 1, 1024)
             deadline = time.monotonic() + 300
             while _alive(launcher) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            os.write(2, text)
+            os.write(out, text)
         finally:
             os._exit(0)
 

@@ -57,3 +57,17 @@ def test_config_file_launches(demo_shards, tmp_path, config_file, extra, cpu, wo
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [r["loss"] for r in rows if "loss" in r]
     assert len(losses) == 3 and all(v == v for v in losses)
+
+
+def test_cpu_flag_with_two_processes_is_refused_with_the_working_command(demo_shards, tmp_path):
+    """`accelerate launch --cpu --num_processes 2` starts ONE process (accelerate's CPU trap): refused with exit 2
+    before training, the message naming the command that starts two, printed last (after accelerate's own report)."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    cmd = [str(ACCELERATE), "launch", "--cpu", "--num_processes", "2", "-m", "mwc_dist.train"]
+    cmd += [f"data.shard_dir={demo_shards}", f"train.output_dir={tmp_path / 'run'}", "train.max_steps=2"]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and not (tmp_path / "run" / "run_summary.json").exists()
+    last = proc.stderr.rstrip().splitlines()[-1]
+    assert last.startswith("error: accelerate launch was asked for 2 processes but 1 joined"), proc.stderr[-2000:]
+    assert "ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2" in last
+    assert "returned non-zero exit status 2" in proc.stderr  # the one process exited 2
