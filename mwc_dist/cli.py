@@ -204,6 +204,8 @@ def cmd_export(args: argparse.Namespace) -> int:
             [f.strip() for f in args.formats.split(",") if f.strip()],
             opset=args.opset,
             optimize=args.optimize,
+            allow_nonstandard_window=args.allow_nonstandard_window,
+            log=lambda line: print(line, file=sys.stderr),
             ct2_quantization=args.ct2_quantization,
             clips=clips,
             references=refs,
@@ -232,11 +234,15 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             failed += 1
             continue
+        language = args.language
+        if language is None and backend.multilingual:  # as Whisper does: detected once, on the first window
+            language = backend.detect_languages(backend.features([wave[: backend.window_samples]]))[0]
+            print(f"{path}: language {language} (detected)", file=sys.stderr)
         if len(wave) <= backend.window_samples and not args.timestamps:  # one window: a plain transcript
-            results[path] = transcribe(backend, wave, args.language, args.task, args.max_new_tokens, guard=guard)
+            results[path] = transcribe(backend, wave, language, args.task, args.max_new_tokens, guard=guard)
             continue
         long = transcribe_long(
-            backend, wave, args.language, args.task, guard, args.max_new_tokens, sequential=not args.chunked
+            backend, wave, language, args.task, guard, args.max_new_tokens, sequential=not args.chunked
         )
         if long.mode != "sequential":
             print(f"{path}: cut in pauses, times are the cuts ({long.mode.split(': ', 1)[-1]})", file=sys.stderr)
@@ -518,6 +524,12 @@ def _add_export(sub) -> None:
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--optimize", action="store_true", help="also run ONNX Runtime's graph optimiser on the ONNX export")
     p.add_argument(
+        "--allow-nonstandard-window",
+        action="store_true",
+        help="export ct2 for a model whose audio window is not 30 s (faster-whisper and whisper.cpp cannot run it; "
+        "mwc's own CTranslate2 backend can)",
+    )
+    p.add_argument(
         "--ct2-quantization",
         default="float32",
         choices=["float32", "float16", "int8", "int8_float32"],
@@ -543,7 +555,11 @@ def _add_transcribe(sub) -> None:
     p.add_argument("model", help="model folder: HF (pytorch), optimum ONNX export (onnx) or CTranslate2 export (ct2)")
     p.add_argument("audio", nargs="+", help="audio files (WAV, MP3, FLAC, OGG, Opus, M4A, AAC, WMA)")
     p.add_argument(
-        "--backend", default="pytorch", choices=["pytorch", "onnx", "ct2"], help="inference engine (default pytorch)"
+        "--backend",
+        default=None,
+        choices=["pytorch", "onnx", "ct2"],
+        help="inference engine (default: the one the folder is for: a Hugging Face folder -> pytorch, an ONNX "
+        "export -> onnx, a CTranslate2 export -> ct2)",
     )
     p.add_argument(
         "--language",

@@ -87,23 +87,28 @@ def build_accelerator(t: TrainConfig, report_to: list[str]):
         ds["train_batch_size"] = (
             t.per_device_train_batch_size * t.gradient_accumulation_steps * accelerator.num_processes
         )
+    check_world(accelerator.num_processes)
+    return accelerator
+
+
+def check_world(joined: int) -> None:
+    """Refuse a run whose processes did not all join: what the launcher was asked for, or started, vs the world."""
     asked = launcher_asked_processes()
-    if asked is not None and asked != accelerator.num_processes:  # e.g. `accelerate launch --cpu --num_processes 2`
+    if asked is not None and asked != joined:  # e.g. `accelerate launch --cpu --num_processes 2`
         raise ValueError(
-            f"accelerate launch was asked for {asked} processes but {accelerator.num_processes} joined "
+            f"accelerate launch was asked for {asked} processes but {joined} joined "
             f"(with --cpu, or a MULTI_CPU config, accelerate starts one process). On CPUs run `ACCELERATE_USE_CPU=true "
             f"accelerate launch --multi_gpu --num_processes {asked} --num_machines 1 -m mwc_dist.train ...` or "
             f"`accelerate launch --config_file accelerate_configs/cpu_2proc.yaml -m mwc_dist.train ...` "
             f"(docs/DISTRIBUTED.md)"
         )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:  # the silent trap: N independent "rank 0 of 1" runs
+    if launched != joined:  # the silent trap: N independent "rank 0 of 1" runs
         raise RuntimeError(
-            f"the launcher started {launched} processes but this one sees a world of {accelerator.num_processes}. "
+            f"the launcher started {launched} processes but this one sees a world of {joined}. "
             "On a machine without GPUs run `ACCELERATE_USE_CPU=true accelerate launch --multi_gpu ...` "
             "(see accelerate_configs/README.md)."
         )
-    return accelerator
 
 
 def launcher_asked_processes(pid: int | None = None) -> int | None:

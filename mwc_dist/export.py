@@ -37,12 +37,46 @@ def _save_hf(model_dir: Path, out: Path, safe: bool) -> None:
     from transformers import WhisperForConditionalGeneration, WhisperProcessor
 
     model = WhisperForConditionalGeneration.from_pretrained(model_dir)
+    gen = model.generation_config
+    if (
+        getattr(gen, "is_multilingual", False)
+        and not getattr(gen, "task", None)
+        and not getattr(gen, "forced_decoder_ids", None)
+    ):
+        # what OpenAI's checkpoints say with forced_decoder_ids [[1, null], [2, <|transcribe|>]]: without it, a bare
+        # generate() or pipeline() call neither detects the language nor adds the task token, and loops
+        gen.task = "transcribe"
     model.save_pretrained(out, safe_serialization=safe)
     WhisperProcessor.from_pretrained(model_dir).save_pretrained(out)
 
 
-def model_card(model_dir: Path, metrics: dict | None, train_hours: float | None, config_yaml: str | None) -> str:
+STANDARD_WINDOW_SECONDS = 30  # what faster-whisper and whisper.cpp pad every window to, whatever the model says
+
+
+def window_warning(model_dir: Path) -> str | None:
+    """Which deployment tools will not load a model whose audio window is not Whisper's 30 s; None when it is."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    seconds = config["max_source_positions"] * 2 * 160 / 16000  # encoder positions -> frames -> seconds
+    if abs(seconds - STANDARD_WINDOW_SECONDS) < 1e-6:
+        return None
+    return (
+        f"this model's audio window is {seconds:g} s, not Whisper's {STANDARD_WINDOW_SECONDS} s: faster-whisper and "
+        f"whisper.cpp pad every window to 30 s and will not run it (faster-whisper: 'Invalid input features shape'); "
+        f"transformers' pipeline, optimum and `mwc transcribe` run it. For those tools, make the student with the "
+        f"teacher's window (`mwc make-student` without --window-seconds)"
+    )
+
+
+def model_card(
+    model_dir: Path,
+    metrics: dict | None,
+    train_hours: float | None,
+    config_yaml: str | None,
+    warning: str | None = None,
+) -> str:
     lines = [f"# {model_dir.name}", "", "A Whisper model trained with mwc-dist.", ""]
+    if warning:
+        lines += ["## Deployment", "", f"**Not every tool loads this model**: {warning}.", ""]
     if metrics:
         lines += ["## Evaluation (measured on the held-out set)", "", "| metric | value |", "| --- | --- |"]
         for key in ("wer", "cer", "bleu", "chrf", "raw_wer", "raw_cer", "num_samples"):
@@ -210,16 +244,27 @@ def export_model(
     references: list[str] | None = None,
     language: str | None = None,
     task: str = "transcribe",
+    allow_nonstandard_window: bool = False,
+    log=print,
 ) -> dict:
     model_dir, out_dir = Path(model_dir), Path(out_dir)
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
         raise ExportError(f"unknown export format(s) {unknown}; choose from {', '.join(FORMATS)}")
+    warning = window_warning(model_dir)
+    if warning and "ct2" in formats and not allow_nonstandard_window:
+        raise ExportError(
+            f"{model_dir}: {warning}. CTranslate2 is the format faster-whisper loads, so ct2 is refused; export "
+            f"the other formats, or pass --allow-nonstandard-window for mwc's own CTranslate2 backend"
+        )
+    if warning:
+        log(f"warning: {warning}")
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     if "safetensors" in formats:
         _save_hf(model_dir, out_dir / "safetensors", safe=True)
-        (out_dir / "safetensors" / "MODEL_CARD.md").write_text(model_card(model_dir, *_run_context(model_dir)))
+        card = model_card(model_dir, *_run_context(model_dir), warning=warning)
+        (out_dir / "safetensors" / "MODEL_CARD.md").write_text(card)
         written["safetensors"] = str(out_dir / "safetensors")
     if "pytorch" in formats:
         _save_hf(model_dir, out_dir / "pytorch", safe=False)
@@ -232,6 +277,8 @@ def export_model(
         export_ct2(model_dir, out_dir / "ct2", ct2_quantization)
         checks["ct2"] = (out_dir / "ct2", ct2_quantization)
     report: dict[str, Any] = {"formats": written | {k: str(v[0]) for k, v in checks.items()}}
+    if warning:
+        report["warning"] = warning
     if checks and clips:
         report["parity"] = check_parity(model_dir, checks, clips, references, language, task)
     (out_dir / "parity.json").write_text(json.dumps(report, indent=2))

@@ -63,6 +63,31 @@ class Backend:
             ids.append(tok.convert_tokens_to_ids(f"<|{task}|>"))
         return ids + [tok.convert_tokens_to_ids("<|notimestamps|>")]
 
+    def language_tokens(self) -> dict[int, str]:
+        """Token id -> Whisper language code, for every language the tokenizer has a token for."""
+        from transformers.models.whisper.tokenization_whisper import LANGUAGES
+
+        tok = self.processor.tokenizer
+        ids = {tok.convert_tokens_to_ids(f"<|{code}|>"): code for code in LANGUAGES}
+        return {i: code for i, code in ids.items() if i is not None and i != tok.unk_token_id}
+
+    def detect_languages(self, features: torch.Tensor) -> list[str]:
+        """Whisper's language detection per row: the most likely language token after <|startoftranscript|>."""
+        logits = self.first_logits(features)
+        tokens = self.language_tokens()
+        ids = np.array(sorted(tokens))
+        return [tokens[int(ids[row.argmax()])] for row in np.asarray(logits)[:, ids]]
+
+    def first_logits(self, features: torch.Tensor) -> np.ndarray:
+        """The decoder's next-token logits after <|startoftranscript|> alone, per row."""
+        raise NotImplementedError
+
+    def prompts(self, features: torch.Tensor, language: str | None, task: str) -> list[list[int]]:
+        """Each row's decoder prompt; a multilingual model given no language gets the one it detects per row."""
+        if self.multilingual and not language:
+            return [self.prompt(code, task) for code in self.detect_languages(features)]
+        return [self.prompt(language, task)] * len(features)
+
     def text_ids(self, ids) -> list[int]:
         out = []
         for t in ids:
@@ -127,6 +152,11 @@ class PyTorchBackend(Backend):
     def encode(self, features):
         return self.model.model.encoder(features).last_hidden_state.numpy()
 
+    @torch.no_grad()
+    def first_logits(self, features):
+        sot = torch.full((len(features), 1), self.prompt(None, "transcribe")[0])
+        return self.model(input_features=features, decoder_input_ids=sot).logits[:, -1].float().numpy()
+
 
 class OnnxBackend(Backend):
     """ONNX Runtime sessions over optimum's export (encoder, decoder, decoder with past), greedy in a plain loop.
@@ -162,12 +192,16 @@ class OnnxBackend(Backend):
     def encode(self, features):
         return self.encoder.run(None, {"input_features": features.numpy()})[0]
 
+    def first_logits(self, features):
+        sot = np.full((len(features), 1), self.prompt(None, "transcribe")[0], dtype=np.int64)
+        return self.decoder.run(None, {"input_ids": sot, "encoder_hidden_states": self.encode(features)})[0][:, -1]
+
     def decode(self, features, language, task, max_new_tokens, temperature=0.0, seed=0):
-        prompt = self.prompt(language, task)
+        prompts = self.prompts(features, language, task)
         batch = len(features)
         hidden = self.encode(features)
         outputs = self.decoder.run(
-            None, {"input_ids": np.array([prompt] * batch, dtype=np.int64), "encoder_hidden_states": hidden}
+            None, {"input_ids": np.array(prompts, dtype=np.int64), "encoder_hidden_states": hidden}
         )
         rng = np.random.default_rng(seed)
         tokens: list[np.ndarray] = []  # one [batch] array per step
@@ -213,14 +247,14 @@ class CT2Backend(Backend):
     def decode(self, features, language, task, max_new_tokens, temperature=0.0, seed=0):
         import ctranslate2
 
-        prompt = self.prompt(language, task)
+        prompts = self.prompts(features, language, task)
         # CTranslate2 samples in its own worker threads, which ctranslate2.set_random_seed does not reach (measured:
         # two calls after the same seed differ), so its fallback samples are not reproducible; ``seed`` is unused
         sampling = {"sampling_temperature": temperature, "sampling_topk": 0} if temperature > 0 else {}
         # CTranslate2 4.8's Whisper stops at max_length / 2 new tokens (measured), so ask for twice as many
         results = self.model.generate(
             ctranslate2.StorageView.from_array(features.numpy()),
-            [prompt] * len(features),
+            prompts,
             max_length=2 * max_new_tokens,
             beam_size=1,
             return_scores=True,
@@ -234,8 +268,36 @@ class CT2Backend(Backend):
 
         return np.array(self.model.encode(ctranslate2.StorageView.from_array(features.numpy())))
 
+    def detect_languages(self, features):
+        """CTranslate2's own detection (the same first step: the likeliest language token after the start)."""
+        import ctranslate2
 
-def load_backend(kind: str, model_dir: str | Path, compute_type: str = "default") -> Backend:
+        found = self.model.detect_language(ctranslate2.StorageView.from_array(features.numpy()))
+        return [row[0][0].strip("<|>") for row in found]
+
+
+def detect_backend(model_dir: str | Path) -> str:
+    """The engine a model folder is for, from its files: an optimum ONNX export (encoder_model.onnx), a
+    CTranslate2 export (model.bin beside a config.json without model_type) or a Hugging Face folder."""
+    folder = Path(model_dir)
+    if not folder.is_dir():
+        raise ValueError(f"{folder}: not a model folder (a Hugging Face, ONNX or CTranslate2 export folder)")
+    if (folder / "encoder_model.onnx").is_file():
+        return "onnx"
+    config = json.loads((folder / "config.json").read_text()) if (folder / "config.json").is_file() else {}
+    if (folder / "model.bin").is_file() and "model_type" not in config:
+        return "ct2"
+    if config.get("model_type") == "whisper":
+        return "pytorch"
+    raise ValueError(
+        f"{folder}: no Whisper model found (no config.json with model_type whisper, no encoder_model.onnx, no "
+        f"CTranslate2 model.bin); point to a folder written by `mwc export` or `save_pretrained`"
+    )
+
+
+def load_backend(kind: str | None, model_dir: str | Path, compute_type: str = "default") -> Backend:
+    """The backend ``kind`` (pytorch, onnx, ct2) on ``model_dir``; None: the one the folder's files are for."""
+    kind = kind or detect_backend(model_dir)
     if kind == "pytorch":
         return PyTorchBackend(model_dir)
     if kind == "onnx":

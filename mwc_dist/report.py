@@ -192,7 +192,11 @@ def _parity(out: Path) -> list[str]:
                 f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
                 f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}"
             )
-    return lines + ["- details: [parity.json](exports/student/parity.json)"]
+    lines.append("- details: [parity.json](exports/student/parity.json)")
+    warning = json.loads(parity.read_text()).get("warning")
+    if warning:  # a parity in our own decoder is not a deployment: say which tools cannot run it
+        lines.append(f"- **deployment**: {warning}")
+    return lines
 
 
 def write_report(out: Path, timings: dict[str, float]) -> Path:

@@ -138,4 +138,7 @@ def generation_config(tokenizer, max_length: int = 448, alignment_heads: list[li
         max_initial_timestamp_index=50,
         return_timestamps=False,
         alignment_heads=alignment_heads or [],
+        # a multilingual model transcribes by default, detecting the language, when generate() is given neither
+        # (what OpenAI's checkpoints say with forced_decoder_ids [[1, null], [2, <|transcribe|>]])
+        **({"task": "transcribe"} if multilingual else {}),
     )
