@@ -186,6 +186,9 @@ class ExportConfig:
     export_ct2: bool = False
     onnx_opset_version: int = 17
     onnx_optimize: bool = False
+    # export_ct2 for a model whose audio window is not 30 s (a make-student --window-seconds student): faster-whisper
+    # and whisper.cpp cannot run it, so it is refused at start-up unless this is true (mwc's own backend runs it)
+    allow_nonstandard_window: bool = False
     output_dir: str | None = None  # default: <train.output_dir>/final
 
 

@@ -10,7 +10,6 @@ process writes ``predictions.jsonl`` and ``metrics.json``. Metrics come from mwc
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import json
@@ -23,20 +22,8 @@ import torch
 
 from mwc_dist.audio.features import LogMel
 from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
-from mwc_dist.inference import Decoded, Guard, decode_with_fallback, torch_decode
+from mwc_dist.inference import Decoded, Guard, decode_with_fallback, quiet_transformers, torch_decode
 from mwc_dist.metrics import compute_metrics
-
-
-@contextlib.contextmanager
-def _quiet_transformers():
-    from transformers.utils import logging
-
-    level = logging.get_verbosity()
-    logging.set_verbosity_error()
-    try:
-        yield
-    finally:
-        logging.set_verbosity(level)
 
 
 def _features(model, log_mel: LogMel, audio: torch.Tensor) -> torch.Tensor:
@@ -103,7 +90,7 @@ def generate_batch(
             decode, features, guard, lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()
         )
         return [g.text for g in greedy], guarded, spent[0]
-    with _quiet_transformers():  # Whisper's generate warns about its own logits processors on every call
+    with quiet_transformers():  # Whisper's generate warns about its own logits processors on every call
         ids = model.generate(input_features=features, **kwargs)
     return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
 

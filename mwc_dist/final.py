@@ -139,5 +139,16 @@ def export_final(final: Path, e: ExportConfig, shard_dir: str, eval_split: str |
         references=refs,
         language=language,
         task=task,
+        allow_nonstandard_window=e.allow_nonstandard_window,
     )
     print(f"exports: {out} ({', '.join(formats)}; parity in {out / 'parity.json'})", flush=True)
+
+
+def check_export_window(e, seconds: float) -> None:
+    """Refuse at start-up what the end-of-run export would refuse: ct2 for a model whose window is not 30 s."""
+    if e.export_ct2 and not e.allow_nonstandard_window and abs(seconds - 30) > 1e-6:
+        raise ValueError(
+            f"export.export_ct2: this model's audio window is {seconds:g} s, not 30 s; faster-whisper and whisper.cpp "
+            f"cannot run its CTranslate2 export. Train a student with the teacher's window, or set "
+            f"export.allow_nonstandard_window=true (mwc's own CTranslate2 backend runs it)"
+        )

@@ -15,6 +15,7 @@ export parity is a comparison of integer lists. Long audio is cut into windows o
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import zlib
@@ -30,10 +31,17 @@ from mwc_dist.audio.features import LogMel
 from mwc_dist.models.tokenizer import is_multilingual
 
 
-def _quiet():
-    from mwc_dist.evaluate import _quiet_transformers
+@contextlib.contextmanager
+def quiet_transformers():
+    """transformers' warnings off (Whisper's generate warns about its own logits processors on every call)."""
+    from transformers.utils import logging
 
-    return _quiet_transformers()
+    level = logging.get_verbosity()
+    logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        logging.set_verbosity(level)
 
 
 class Backend:
@@ -382,7 +390,7 @@ def torch_decode(model, features, temperature: float, seed: int, **generate_kwar
     kwargs = generate_kwargs | {"output_scores": True, "return_dict_in_generate": True}
     kwargs |= {"do_sample": True, "temperature": temperature, "top_k": 0} if temperature > 0 else {"do_sample": False}
     eot = model.generation_config.eos_token_id
-    with torch.random.fork_rng(devices=[]), _quiet():
+    with torch.random.fork_rng(devices=[]), quiet_transformers():
         torch.manual_seed(seed)
         out = model.generate(input_features=features, **kwargs)
     scores = torch.stack(out.scores, dim=1).float()  # [batch, new tokens, vocab], after the logits processors

@@ -63,7 +63,7 @@ def sequential_segments(
 
     ``max_new_tokens`` per window (None: ``TOKENS_PER_SECOND`` x the window; at most what a full prompt leaves of
     the decoder): a window that loops stops there instead of running on, once per fallback temperature."""
-    from mwc_dist.inference import PyTorchBackend, _quiet
+    from mwc_dist.inference import PyTorchBackend, quiet_transformers
 
     assert isinstance(backend, PyTorchBackend)
     fe = backend.processor.feature_extractor
@@ -85,7 +85,7 @@ def sequential_segments(
         )
     if backend.multilingual:
         kwargs |= {"task": task} | ({"language": language} if language else {})
-    with torch.no_grad(), _quiet():
+    with torch.no_grad(), quiet_transformers():
         out = backend.model.generate(features.input_features, attention_mask=features.attention_mask, **kwargs)
     begin = backend.processor.tokenizer.convert_tokens_to_ids("<|0.00|>")
     raw = out["segments"][0] if isinstance(out, dict) and "segments" in out else []

@@ -21,7 +21,7 @@ from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
 from mwc_dist.data.plan import TrainData
 from mwc_dist.data.stream import Tokenize, build_train_loader
 from mwc_dist.dist import build_accelerator, describe_precision, launch_rank, print0, say_refusal, seed_everything
-from mwc_dist.final import end_of_run, run_summary
+from mwc_dist.final import check_export_window, end_of_run, run_summary
 from mwc_dist.loop.log import StepLog
 from mwc_dist.loop.loss import TrainLoss
 from mwc_dist.loop.periodic import PeriodicEval, load_eval_shards
@@ -81,6 +81,7 @@ class Trainer:
         self.periodic_eval = PeriodicEval(cfg.train, eval_shards, out_dir, cfg.model.language, cfg.model.task)
         teacher_window = window_seconds(self.teacher.config) if self.teacher is not None else None
         self.data.check_windows(model=window_seconds(model.config), teacher=teacher_window)
+        check_export_window(cfg.export, window_seconds(model.config))
         self.total_steps = self.data.total_steps()
         optimizer, self.scheduler = build_optimizer(cfg.train, model, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)

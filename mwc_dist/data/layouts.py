@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from mwc_dist.config import COMMONVOICE_TSVS, DataConfig
-from mwc_dist.data.sources import (
+from mwc_dist.data.items import (
     Item,
     Pipe,
     Reject,

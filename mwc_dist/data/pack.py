@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from mwc_dist.data.labels import packed_segments
-from mwc_dist.data.stream import trained_duration
+from mwc_dist.data.sample import trained_duration
 
 
 def pack_samples(samples: Iterator[dict[str, Any]], window_seconds: float, tokenize) -> Iterator[dict[str, Any]]:

@@ -38,6 +38,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.config import DataConfig
 from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, plan_labels, timestamp_index
+from mwc_dist.data.sample import trained_duration
 from mwc_dist.models.tokenizer import is_multilingual
 
 
@@ -238,13 +239,6 @@ def _augmented(samples: list[dict[str, Any]], augment) -> dict[str, Any]:
         return {}
     plans = [s.get("__plan__") for s in samples]  # a pack has one per member
     return {"speeds": [p and p.speed for p in plans], "snr_db": [p and p.snr_db for p in plans]}
-
-
-def trained_duration(sample: dict[str, Any], meta: dict[str, Any] | None = None) -> float:
-    """The clip's duration as it will be trained on (after speed perturbation, when planned)."""
-    if "__duration__" in sample:
-        return sample["__duration__"]
-    return (meta if meta is not None else json.loads(sample["json"]))["duration"]
 
 
 def plan_augmentation(samples: Iterator[dict], augment, epoch: int, per_draw: str | None = None) -> Iterator[dict]:

@@ -27,8 +27,15 @@ def trained(tmp_path_factory, demo_shards):
 def exported(trained, demo_shards, tmp_path_factory):
     out = tmp_path_factory.mktemp("exports")
     clips, refs, language = clips_from_shards(demo_shards, "test", 4)
+    # tiny-random's window is 10 s: its ct2 export is for our own backend (faster-whisper: tests/models/test_deploy.py)
     report = export_model(
-        trained, out, ["safetensors", "pytorch", "onnx", "ct2"], clips=clips, references=refs, language=language
+        trained,
+        out,
+        ["safetensors", "pytorch", "onnx", "ct2"],
+        clips=clips,
+        references=refs,
+        language=language,
+        allow_nonstandard_window=True,
     )
     return out, report, clips, language
 
@@ -184,7 +191,14 @@ def test_backends_agree_on_log_probabilities_and_each_runs_the_fallback(exported
 def test_int8_ct2_is_checked_by_wer(trained, demo_shards, tmp_path):
     clips, refs, language = clips_from_shards(demo_shards, "test", 4)
     report = export_model(
-        trained, tmp_path, ["ct2"], ct2_quantization="int8", clips=clips, references=refs, language=language
+        trained,
+        tmp_path,
+        ["ct2"],
+        ct2_quantization="int8",
+        clips=clips,
+        references=refs,
+        language=language,
+        allow_nonstandard_window=True,
     )
     entry = report["parity"]["ct2"]
     assert entry["precision"] == "int8" and abs(entry["wer_diff_points"]) <= 1.0
@@ -220,3 +234,24 @@ def test_onnx_optimize_key_exports_optimised_files_that_agree_with_pytorch(train
         for kind, path in (("onnx", onnx_dir), ("pytorch", trained))
     ]
     assert ids[0] == ids[1]
+
+
+def test_export_ct2_key_on_a_10_s_model_is_refused_at_start_up(demo_shards, tmp_path):
+    """export.export_ct2 on tiny-random (a 10-s window): refused before training (the end-of-run export would refuse
+    it after all the work); export.allow_nonstandard_window=true lets the run export it for mwc's own backend."""
+    from tiny_run import trainer
+
+    with pytest.raises(ValueError, match="export.allow_nonstandard_window=true"):
+        trainer(demo_shards, tmp_path / "refused", "export.export_ct2=true", "train.max_steps=1")
+    run = trainer(
+        demo_shards,
+        tmp_path / "run",
+        "export.export_ct2=true",
+        "export.allow_nonstandard_window=true",
+        "train.max_steps=1",
+        "train.eval_steps=-1",
+        "checkpoint.save_strategy=no",
+    )
+    run.train()
+    report = json.loads((tmp_path / "run" / "exports" / "parity.json").read_text())
+    assert "ct2" in report["formats"] and "10 s" in report["warning"]

@@ -1,7 +1,8 @@
 """The house rules that keep mwc_dist readable (docs/ARCHITECTURE.md), checked on the source itself.
 
 No class over 200 lines, no function over 60, Trainer.train() under 60; every build_* takes a section
-(or plain values), never the whole Config.
+(or plain values), never the whole Config; no import cycle inside mwc_dist, lazy imports (inside functions)
+counted: a lazy import that hides a cycle still ties the two modules into one.
 """
 
 import ast
@@ -39,3 +40,79 @@ def test_builders_take_their_own_section():
             annotations = [ast.unparse(a.annotation) for a in node.args.args if a.annotation is not None]
             whole += [f"{path}:{node.lineno} {node.name}" for a in annotations if a == "Config"]
     assert whole == []
+
+
+def import_graph(package: Path) -> dict[str, set[str]]:
+    """module -> the package's modules it imports, at the top or inside a function (``from a import b`` counts as
+    importing the module ``a.b`` where that is a module, else ``a``)."""
+    root = package.name
+    modules = {}
+    for path in package.rglob("*.py"):
+        parts = path.relative_to(package.parent).with_suffix("").parts
+        modules[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph: dict[str, set[str]] = {m: set() for m in modules}
+    for module, path in modules.items():
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith(root):
+                for alias in node.names:
+                    name = f"{node.module}.{alias.name}"
+                    graph[module].add(name if name in modules else node.module)
+            elif isinstance(node, ast.Import):
+                graph[module] |= {a.name for a in node.names if a.name.startswith(root)}
+    packages = {m for m, p in modules.items() if p.name == "__init__.py"}  # an empty __init__ is no dependency
+    return {m: {d for d in deps if d in modules and d != m and d not in packages} for m, deps in graph.items()}
+
+
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    cycles = []
+    for start in sorted(graph):
+        if start in index:
+            continue
+        work = [(start, iter(sorted(graph[start])))]
+        index[start] = low[start] = len(index)
+        stack.append(start)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    work.append((child, iter(sorted(graph[child]))))
+                elif child in stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = []
+                while True:
+                    member = stack.pop()
+                    component.append(member)
+                    if member == node:
+                        break
+                if len(component) > 1:
+                    cycles.append(sorted(component))
+    return cycles
+
+
+def test_no_import_cycle_in_mwc_dist():
+    assert import_cycles(import_graph(PACKAGE)) == []
+
+
+def test_the_cycle_check_finds_a_lazy_cycle(tmp_path):
+    """Checked by adding one: a module importing another at the top, the other importing it inside a function."""
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("from pkg.sub import b\n")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from pkg.c import g\n")
+    (pkg / "c.py").write_text("import pkg.a\ndef g(): pass\n")
+    (pkg / "d.py").write_text("from pkg import a\n")  # imports into the cycle, is not in it
+    assert import_cycles(import_graph(pkg)) == [["pkg.a", "pkg.c", "pkg.sub.b"]]
