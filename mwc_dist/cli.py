@@ -146,6 +146,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
         max_shards=args.max_shards,
         backend=args.backend,
         compute_type=args.compute_type,
+        store_topk=args.store_topk,
     )
     if summary is not None:
         print(json.dumps(summary, indent=2))
@@ -438,6 +439,14 @@ def _add_pseudo_label(sub) -> None:
     p.add_argument("--batch-size", type=int, default=8, help="clips per generate call (default 8)")
     p.add_argument("--language", default=None, type=language_arg, help="language for samples that name none (e.g. es)")
     p.add_argument("--max-new-tokens", type=int, default=128, help="most tokens per clip (default 128)")
+    p.add_argument(
+        "--store-topk",
+        type=int,
+        default=0,
+        help="also store the teacher's K likeliest tokens and log-probabilities per label token (--backend pytorch; "
+        "64: the KL within ~5 %% of the full one at T=1, tests/training/test_offline_kd.py), "
+        "for offline distillation: train with model.distillation_source=shards, no teacher in memory",
+    )
     p.add_argument("--max-shards", type=int, default=0, help="label only the split's first N shards (default: all)")
     p.add_argument(
         "--backend",

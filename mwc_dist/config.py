@@ -116,6 +116,10 @@ class ModelConfig:
     # the student's encoder output (one short encoder pass per step instead of two, the teacher then sees the
     # short window too)
     distillation_teacher_window: str = "own"
+    # where the teacher's distribution comes from: "teacher" runs model.teacher_model beside the student; "shards"
+    # reads the top-k log-probabilities `mwc pseudo-label --store-topk K` stored (no teacher in memory; train on the
+    # pseudo-labels, data.text_field=teacher_text, without timestamps, prompts or packing)
+    distillation_source: str = "teacher"
     use_4bit_quantization: bool = False
     bnb_4bit_quant_type: str = "nf4"
     bnb_4bit_compute_dtype: str = "float16"
@@ -391,6 +395,19 @@ def _validate(cfg: Config, problems: list[str]) -> None:
     if (cfg.data.resampled or cfg.data.mix_shard_dirs) and cfg.train.max_steps <= 0:
         problems.append("data.resampled / data.mix_shard_dirs: an endless stream has no epochs; set train.max_steps")
     _validate_model(cfg.model, problems)
+    if cfg.model.use_distillation and cfg.model.distillation_source == "shards":
+        d = cfg.data
+        if (
+            d.text_field != "teacher_text"
+            or d.timestamp_probability
+            or d.condition_on_prev_probability
+            or d.pack_to_window
+        ):
+            problems.append(
+                "model.distillation_source=shards: the stored top-k belong to the teacher's own label sequence; train "
+                "with data.text_field=teacher_text, data.timestamp_probability=0, data.condition_on_prev_probability=0 "
+                "and data.pack_to_window=false"
+            )
     _validate_train(cfg.train, problems)
     _validate_augment(cfg.augment, problems)
     bad_trackers = [r for r in cfg.tracking.report_to if r not in ("tensorboard", "wandb")]
@@ -494,8 +511,13 @@ def _validate_model(m: ModelConfig, problems: list[str]) -> None:
         problems.append(f"model.distillation_temperature: must be > 0; got {m.distillation_temperature}")
     if m.distillation_teacher_window not in ("own", "student"):
         problems.append(f"model.distillation_teacher_window: 'own' or 'student'; got {m.distillation_teacher_window!r}")
-    if m.use_distillation and not m.teacher_model:
-        problems.append("model.teacher_model: required when model.use_distillation is true")
+    if m.distillation_source not in ("teacher", "shards"):
+        problems.append(f"model.distillation_source: 'teacher' or 'shards'; got {m.distillation_source!r}")
+    if m.use_distillation and not m.teacher_model and m.distillation_source == "teacher":
+        problems.append(
+            "model.teacher_model: required when model.use_distillation is true (or model.distillation_source=shards "
+            "with top-k stored by `mwc pseudo-label --store-topk K`)"
+        )
     if m.lora_encoder_layers < -1:
         problems.append(f"model.lora_encoder_layers: -1 (every layer) or a count >= 0; got {m.lora_encoder_layers}")
     if m.bnb_4bit_quant_type not in ("nf4", "fp4"):

@@ -102,7 +102,7 @@ class Trainer:
             self.stepper,
             log_every_steps=cfg.train.log_every_steps,
             max_tokens=model.config.max_target_positions,
-            distilling=self.teacher is not None,
+            distilling=cfg.model.use_distillation,
         )
         self.preemption = Preemption(cfg.train.requeue_on_preemption)
         self.skipped = None  # why the last optimizer step was skipped (loop/step.py SkipReason), None: it updated
@@ -178,7 +178,9 @@ class Trainer:
         """One micro-batch; at the accumulation boundary one optimizer step, or a skipped one (self.skipped: why)."""
         features, teacher_features = self.features(batch["audio"].to(self.device))
         labels, decoder_input_ids = batch["labels"].to(self.device), batch["decoder_input_ids"].to(self.device)
-        loss, ce, kl = self.compute_loss(features, labels, teacher_features, decoder_input_ids)
+        stored = batch.get("teacher_topk")  # model.distillation_source=shards: the teacher's top-k, from the shards
+        stored = tuple(x.to(self.device) for x in stored) if stored is not None else None
+        loss, ce, kl = self.compute_loss(features, labels, teacher_features, decoder_input_ids, stored)
         loss_ok = self.stepper.backward(loss)  # collective: every rank skips the same steps
         if self.accelerator.sync_gradients:
             self.skipped = self.stepper.step()
@@ -186,9 +188,9 @@ class Trainer:
         if loss_ok:
             self.log.add(batch, loss, ce, kl)
 
-    def compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None):
+    def compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None, stored_topk=None):
         """(loss, ce, kl) of one micro-batch (loop/loss.py)."""
-        return self.loss(features, labels, teacher_features, decoder_input_ids)
+        return self.loss(features, labels, teacher_features, decoder_input_ids, stored_topk)
 
     def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:
         """Collective when due (train.eval_steps) or forced."""

@@ -99,9 +99,14 @@ def _write_tar(path: Path, samples: list[dict[str, Any]]) -> None:
     os.replace(tmp, path)
 
 
-def label_shard(teacher, url: str, out: Path, *, batch_size: int, language: str | None, max_new_tokens: int) -> None:
-    """One input shard -> OUT/<name>.tar + OUT/<name>.quality.jsonl (the tar last: its presence means done)."""
+def label_shard(
+    teacher, url: str, out: Path, *, batch_size: int, language: str | None, max_new_tokens: int, store_topk: int = 0
+) -> None:
+    """One input shard -> OUT/<name>.tar + OUT/<name>.quality.jsonl (the tar last: its presence means done).
+    ``store_topk`` > 0: each sample also gets the teacher's top-k log-probabilities per label token (data/topk.py)."""
     from mwc_dist.data.stream import decode_flac, tar_samples
+
+    topk = _TopK(teacher, language, store_topk) if store_topk else None
 
     samples = list(tar_samples([url]))
     labelled, quality_rows = [], []
@@ -111,18 +116,44 @@ def label_shard(teacher, url: str, out: Path, *, batch_size: int, language: str 
         waves = [decode_flac(s["flac"]) if "flac" in s else _wav(s["wav"]) for s in batch]
         langs = {m.get("language") or language for m in metas}
         lang = langs.pop() if len(langs) == 1 else language
-        ids, logprobs = teacher.decode(teacher.features(waves), lang, "transcribe", max_new_tokens, temperature=0.0)
-        for sample, meta, row, lp in zip(batch, metas, ids, logprobs):
+        features = teacher.features(waves)
+        ids, logprobs = teacher.decode(features, lang, "transcribe", max_new_tokens, temperature=0.0)
+        for meta, row, lp in zip(metas, ids, logprobs):
             text = teacher.to_text(row)
             quality = quality_of(text, lp, meta.get("text") or None, meta.get("language") or lang)
             meta |= {"teacher_text": text, "teacher_tokens": row, "quality": quality}
-            labelled.append(sample | {"json": json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()})
+        members = topk(features, metas) if topk is not None else [{} for _ in batch]
+        for sample, meta, extra in zip(batch, metas, members):
+            text, quality = meta["teacher_text"], meta["quality"]
+            json_bytes = json.dumps(meta, ensure_ascii=False, sort_keys=True).encode()
+            labelled.append(sample | {"json": json_bytes} | extra)
             quality_rows.append({"key": sample["__key__"], "teacher_text": text, "quality": quality})
     name = Path(url).name
     (out / name.replace(".tar", ".quality.jsonl")).write_text(
         "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in quality_rows)
     )
     _write_tar(out / name, labelled)
+
+
+class _TopK:
+    """The teacher's top-k over its own pseudo-labels, teacher-forced on the label sequence training builds."""
+
+    def __init__(self, teacher, language: str | None, k: int):
+        from mwc_dist.data.stream import Tokenize
+
+        if not hasattr(teacher, "model"):
+            raise ValueError("--store-topk needs the teacher's full distribution: use --backend pytorch")
+        positions = teacher.model.config.max_target_positions
+        self.model, self.k = teacher.model, k
+        self.tokenize = Tokenize(teacher.processor.tokenizer, language, "transcribe", positions)
+
+    def __call__(self, features, metas: list[dict[str, Any]]) -> list[dict[str, bytes]]:
+        from mwc_dist.data.labels import batch_sequences
+        from mwc_dist.data.topk import teacher_topk
+
+        as_trained = [m | {"text": m["teacher_text"], "segments": None, "prev_text": None} for m in metas]
+        sequences = batch_sequences([{} for _ in metas], as_trained, self.tokenize, pad_id=self.tokenize.eot)
+        return teacher_topk(self.model, features, sequences, self.k)
 
 
 def _wav(payload: bytes):
@@ -143,6 +174,7 @@ def pseudo_label(
     max_shards: int = 0,
     backend: str = "pytorch",
     compute_type: str = "default",
+    store_topk: int = 0,
     log=print,
 ) -> dict[str, Any] | None:
     """Label this rank's unfinished shards; rank 0 writes the manifest and summary once all are done (collective).
@@ -167,6 +199,8 @@ def pseudo_label(
     max_new_tokens = min(max_new_tokens, positions - 4)  # after the 4-token prompt
     run = {"teacher": str(Path(model_dir).resolve()), "backend": backend, "compute_type": compute_type}
     run |= {"batch_size": batch_size, "language": language, "max_new_tokens": max_new_tokens}
+    if store_topk:
+        run["store_topk"] = store_topk
     if state.is_main_process:
         _claim(out, run)
         if backend == "ct2":
@@ -179,7 +213,15 @@ def pseudo_label(
     if todo:
         teacher = load_backend(backend, out / CT2_TEACHER if backend == "ct2" else model_dir, compute_type)
         for url in todo:
-            label_shard(teacher, url, out, batch_size=batch_size, language=language, max_new_tokens=max_new_tokens)
+            label_shard(
+                teacher,
+                url,
+                out,
+                batch_size=batch_size,
+                language=language,
+                max_new_tokens=max_new_tokens,
+                store_topk=store_topk,
+            )
             log(f"labelled {Path(url).name}")
     state.wait_for_everyone()
     summary = _finish(shard_dir, out, split, shards.urls, run) if state.is_main_process else None

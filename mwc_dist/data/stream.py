@@ -39,6 +39,7 @@ from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.config import DataConfig
 from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, plan_labels, timestamp_index
 from mwc_dist.data.sample import trained_duration
+from mwc_dist.data.topk import stored_topk
 from mwc_dist.models.tokenizer import is_multilingual
 
 
@@ -215,15 +216,20 @@ def collate(samples: list[dict[str, Any]], tokenize: Tokenize, max_samples: int,
     # decoder inputs and labels (data/labels.py: timestamps and prompts where the stream planned them); a label the
     # decoder cannot hold (shards made without data.max_label_tokens) is all -100, so it adds no loss, and counted
     sequences = batch_sequences(samples, metas, tokenize, pad_id=tokenize.eot)
-    return {
-        "audio": audio,
-        "audio_lengths": torch.tensor([len(w) for w in waves]),
-        **sequences,
-        "keys": [m["key"] for m in metas],
-        "texts": [m["text"] for m in metas],
-        "languages": [m.get("language") for m in metas],
-        "seconds": float(sum(len(w) for w in waves)) / SAMPLE_RATE,
-    } | _augmented(samples, augment)
+    topk = stored_topk(samples, sequences["labels"])  # offline distillation (data/topk.py), when the shards hold it
+    return (
+        {
+            "audio": audio,
+            "audio_lengths": torch.tensor([len(w) for w in waves]),
+            **sequences,
+            "keys": [m["key"] for m in metas],
+            "texts": [m["text"] for m in metas],
+            "languages": [m.get("language") for m in metas],
+            "seconds": float(sum(len(w) for w in waves)) / SAMPLE_RATE,
+        }
+        | _augmented(samples, augment)
+        | ({"teacher_topk": topk} if topk is not None else {})
+    )
 
 
 def _wave(sample: dict[str, Any], int16: bool, augment) -> np.ndarray:

@@ -15,7 +15,7 @@ def build_teacher(model_cfg: ModelConfig, student, *, freeze_encoder: bool, seed
     teacher's encoder never runs. A student with a shorter window holds the teacher's encoder with the position
     embeddings cut to its window; it shares only when ``model.distillation_teacher_window`` is "student".
     """
-    if not model_cfg.use_distillation:
+    if not model_cfg.use_distillation or model_cfg.distillation_source == "shards":  # offline: no teacher in memory
         return None, False
     teacher, _ = build_model(ModelConfig(base_model=model_cfg.teacher_model), seed=seed)
     teacher.requires_grad_(False).eval().to(device)
