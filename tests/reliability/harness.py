@@ -65,10 +65,10 @@ def _record_dtypes(self):
         layer.register_forward_hook(hook)
 
 
-def _compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None):
+def _compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None, stored_topk=None):
     """nan-on-rank:R:S1,S2[:first] / inf-grad-on-rank:R:S1,..[:first]: rank R's loss is NaN (or its gradient inf)
     in optimizer steps S1, S2, ... (all their micro-batches, or only the first with :first)."""
-    loss, ce, kl = compute_loss(self, features, labels, teacher_features, decoder_input_ids)
+    loss, ce, kl = compute_loss(self, features, labels, teacher_features, decoder_input_ids, stored_topk)
     step, rank = self.state.step + 1, self.accelerator.process_index
     for fault, *fargs in FAULTS:
         hit = (

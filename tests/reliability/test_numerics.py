@@ -17,8 +17,8 @@ def _inject(trainer, bad: dict[int, str]):
     """Make the micro-batches of the given (1-based) optimizer steps bad: 'nan' loss or 'inf' gradients."""
     real = trainer.compute_loss
 
-    def compute_loss(features, labels, teacher_features=None, decoder_input_ids=None):
-        loss, ce, kl = real(features, labels, teacher_features, decoder_input_ids)
+    def compute_loss(features, labels, teacher_features=None, decoder_input_ids=None, stored_topk=None):
+        loss, ce, kl = real(features, labels, teacher_features, decoder_input_ids, stored_topk)
         kind = bad.get(trainer.state.step + 1)
         if kind == "nan":
             loss = loss * float("nan")
