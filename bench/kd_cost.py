@@ -195,7 +195,8 @@ def memory(args) -> None:
             cmd = [sys.executable, __file__, "--memory-child", kind, "--work", work, "--preset", args.preset]
             cmd += ["--student-layers", str(args.student_layers), "--batch", str(args.batch)]
             cmd += ["--steps", str(args.steps), "--topk", str(args.topk)]
-            return [int(x) for x in subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.split()]
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+            return [int(x) for x in out.strip().splitlines()[-1].split()]  # the last line: libraries log above it
 
         teacher_n, student_n = child("prepare")
         online, offline = child("online")[0], child("offline")[0]

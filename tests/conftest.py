@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import io
-import shutil
-import subprocess
-
 import numpy as np
 import pytest
+from long_audio import espeak
 
 SPANISH = [
     "El médico compra una carta larga en la cocina.",
@@ -15,17 +12,6 @@ SPANISH = [
     "Mi hermano abre la ventana grande antes de cenar.",
     "La pintora lava los platos sucios después de la clase.",
 ]
-
-
-def espeak(text: str, voice: str = "es") -> tuple[np.ndarray, int]:
-    """Real synthetic speech: float32 mono at espeak-ng's 22050 Hz."""
-    import soundfile as sf
-
-    if shutil.which("espeak-ng") is None:
-        pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install -y espeak-ng)")
-    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
-    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
-    return samples, rate
 
 
 @pytest.fixture(scope="session")

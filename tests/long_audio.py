@@ -1,11 +1,29 @@
-"""Long recordings for tests: real espeak-ng sentences one after another, with their true segment times.
+"""Speech for tests: real espeak-ng speech (``espeak``), and long recordings of sentences one after another with
+their true segment times (``long_recording``).
 
-Importable from any test module (pytest puts tests/ on sys.path for tests/conftest.py).
+Importable from any test module (pytest puts tests/ on sys.path for tests/conftest.py; a test cannot import
+``conftest`` itself: tests/slurm/ and tests/multinode/ have their own, and the name resolves to whichever came first).
 """
 
 from __future__ import annotations
 
+import io
+import shutil
+import subprocess
+
 import numpy as np
+
+
+def espeak(text: str, voice: str = "es") -> tuple[np.ndarray, int]:
+    """Real synthetic speech: float32 mono at espeak-ng's 22050 Hz."""
+    import pytest
+    import soundfile as sf
+
+    if shutil.which("espeak-ng") is None:
+        pytest.fail("espeak-ng is missing: `make test` installs it (apt-get install -y espeak-ng)")
+    wav = subprocess.run(["espeak-ng", "-v", voice, "--stdout", text], check=True, capture_output=True).stdout
+    samples, rate = sf.read(io.BytesIO(wav), dtype="float32")
+    return samples, rate
 
 
 def long_recording(sentences, order: list[int], rate: int = 16000, lead: float = 0.4, pauses=(0.6, 1.2)):

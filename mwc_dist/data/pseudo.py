@@ -191,10 +191,7 @@ def pseudo_label(
     shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
     if max_shards:  # the first N shards of the split (the manifest's order): a subset to label
         shards = ShardSet(shards.urls[:max_shards], shards.counts[:max_shards], shards.max_seconds)
-    if backend not in ("pytorch", "ct2"):
-        raise SystemExit(f"pseudo-label: backend {backend!r}: choose pytorch or ct2")
-    if backend == "pytorch" and compute_type != "default":
-        raise SystemExit(f"pseudo-label: --compute-type {compute_type} is for --backend ct2; PyTorch decodes in fp32")
+    _check_backend(backend, compute_type, store_topk)
     positions = json.loads((Path(model_dir) / "config.json").read_text())["max_target_positions"]
     max_new_tokens = min(max_new_tokens, positions - 4)  # after the 4-token prompt
     run = {"teacher": str(Path(model_dir).resolve()), "backend": backend, "compute_type": compute_type}
@@ -212,16 +209,9 @@ def pseudo_label(
     log(f"rank {state.process_index}: {len(mine) - len(todo)} of its {len(mine)} shards already labelled")
     if todo:
         teacher = load_backend(backend, out / CT2_TEACHER if backend == "ct2" else model_dir, compute_type)
+        options = dict(batch_size=batch_size, language=language, max_new_tokens=max_new_tokens, store_topk=store_topk)
         for url in todo:
-            label_shard(
-                teacher,
-                url,
-                out,
-                batch_size=batch_size,
-                language=language,
-                max_new_tokens=max_new_tokens,
-                store_topk=store_topk,
-            )
+            label_shard(teacher, url, out, **options)
             log(f"labelled {Path(url).name}")
     state.wait_for_everyone()
     summary = _finish(shard_dir, out, split, shards.urls, run) if state.is_main_process else None
@@ -230,6 +220,17 @@ def pseudo_label(
 
 
 CT2_TEACHER = ".teacher-ct2"
+
+
+def _check_backend(backend: str, compute_type: str, store_topk: int) -> None:
+    if backend not in ("pytorch", "ct2"):
+        raise SystemExit(f"pseudo-label: backend {backend!r}: choose pytorch or ct2")
+    if backend == "pytorch" and compute_type != "default":
+        raise SystemExit(f"pseudo-label: --compute-type {compute_type} is for --backend ct2; PyTorch decodes in fp32")
+    if store_topk and backend != "pytorch":
+        raise SystemExit("pseudo-label: --store-topk needs the teacher's full distribution: use --backend pytorch")
+
+
 RUN_FILE = "pseudo_label_run.json"
 
 

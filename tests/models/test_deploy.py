@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from long_audio import long_recording
+from long_audio import espeak, long_recording
 
 from mwc_dist.audio.decode import load_audio
 from mwc_dist.audio.encode import write_audio
@@ -53,8 +53,6 @@ def models(tmp_path_factory):
 def audio(tmp_path_factory, sentences):
     """A short Spanish clip, a short English clip (whisper-base transcribes it word for word: where decoders must
     agree on text), and a 35-s Spanish recording, with their texts."""
-    from conftest import espeak
-
     root = tmp_path_factory.mktemp("deploy_audio")
     text = SPANISH
     write_audio(root / "short.wav", *espeak(SPANISH, "es"))
