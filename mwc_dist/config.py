@@ -165,6 +165,10 @@ class TrainConfig:
     requeue_on_preemption: bool = True  # under SLURM: `scontrol requeue` after the preemption checkpoint
     dist_timeout_seconds: int = 1800  # a collective waiting longer than this fails instead of hanging
     max_bad_steps: int = 10  # this many optimizer steps in a row skipped (NaN/inf loss or gradients) stop the run
+    # the vocabulary projection (and softmax) only at label positions that are not padding, for the student and a
+    # teacher: the same loss, less work (models/label_head.py); false: the full [batch, length, vocab] logits
+    logits_at_labels_only: bool = True
+    fused_optimizer: bool = True  # torch's fused AdamW kernel (one kernel over all parameters) where it runs
 
 
 @dataclass

@@ -7,6 +7,9 @@ between temperature-softened distributions averaged over the label positions tha
 ``kl_stored_topk``: the same KL from a teacher's stored top-k log-probabilities (offline distillation, `mwc
 pseudo-label --store-topk K`), over the k tokens plus the rest of the vocabulary as one bucket (exact when k is the
 vocabulary; at T=1 within ~5 % of the full KL at k=64 for whisper-base, tests/training/test_offline_kd.py).
+
+Logits come either as the model's ``[B, L, V]`` or already at the label positions, ``[N, V]`` with N the count of
+``labels != -100`` in row-major order (train.logits_at_labels_only, models/label_head.py); both give the same loss.
 """
 
 from __future__ import annotations
@@ -17,18 +20,22 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
+def at_labels(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The rows of ``logits`` at the non-padded label positions, [N, V] (selected already when 2-D)."""
+    return logits if logits.dim() == 2 else logits[labels != IGNORE]
+
+
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean token cross-entropy over non-padded positions. logits [B, L, V], labels [B, L]."""
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE)
+    """Mean token cross-entropy over non-padded positions. logits [B, L, V] or [N, V], labels [B, L]."""
+    return F.cross_entropy(at_labels(logits, labels).float(), labels[labels != IGNORE])
 
 
 def kl_teacher_student(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, temperature: float
 ) -> torch.Tensor:
     """KL(teacher || student) at ``temperature``, summed over the vocabulary, mean over non-padded positions."""
-    mask = labels != IGNORE  # [B, L]
-    s = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)  # [N, V]
-    t = F.log_softmax(teacher_logits[mask].float() / temperature, dim=-1)
+    s = F.log_softmax(at_labels(student_logits, labels).float() / temperature, dim=-1)  # [N, V]
+    t = F.log_softmax(at_labels(teacher_logits, labels).float() / temperature, dim=-1)
     return (t.exp() * (t - s)).sum(-1).mean()
 
 
@@ -59,7 +66,7 @@ def kl_stored_topk(
     vocab = student_logits.shape[-1]
     lp = topk_logp[mask].float()  # [N, k]
     rest = vocab - lp.shape[-1]
-    s_all = F.log_softmax(student_logits[mask].float() / temperature, dim=-1)
+    s_all = F.log_softmax(at_labels(student_logits, labels).float() / temperature, dim=-1)
     s_top = s_all.gather(-1, topk_ids[mask])
     if rest == 0:
         t = F.log_softmax(lp / temperature, dim=-1)

@@ -85,9 +85,7 @@ class Trainer:
         self.total_steps = self.data.total_steps()
         optimizer, self.scheduler = build_optimizer(cfg.train, model, self.total_steps)
         self.model, self.optimizer = accelerator.prepare(model, optimizer)
-        self.loss = TrainLoss(
-            cfg.model, cfg.train.freeze_encoder, accelerator, self.model, self.teacher, self.share_encoder
-        )
+        self.loss = TrainLoss(cfg.model, cfg.train, accelerator, self.model, self.teacher, self.share_encoder)
         self.stepper = OptimizerStep(accelerator, self.model, self.optimizer, self.scheduler, cfg.train.max_grad_norm)
         self.checkpointer = Checkpointer(cfg.checkpoint, out_dir, config_to_yaml(cfg), accelerator)
         self.state = self.checkpointer.resume(self.scheduler)  # collective

@@ -33,11 +33,21 @@ class TrainingDiverged(RuntimeError):
 
 
 def build_optimizer(t: TrainConfig, model, total_steps: int):
-    """(AdamW over the trainable parameters, the train.lr_scheduler_type schedule over ``total_steps``)."""
+    """(AdamW over the trainable parameters, the train.lr_scheduler_type schedule over ``total_steps``).
+
+    train.fused_optimizer: torch's fused AdamW (one kernel for all parameters; on this CPU 7x faster than the
+    default per-parameter loop for whisper-tiny's 38 M parameters), where torch has it for these parameters."""
     from transformers import get_scheduler
 
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    optimizer = None
+    if t.fused_optimizer:
+        try:
+            optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=True)
+        except RuntimeError:  # a device or dtype with no fused kernel: the plain one
+            optimizer = None
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
     scheduler = get_scheduler(
         t.lr_scheduler_type, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
     )

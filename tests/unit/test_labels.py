@@ -154,12 +154,12 @@ def test_kd_teacher_reads_the_same_decoder_input(tokenize):
 
     from accelerate import Accelerator
 
-    from mwc_dist.config import ModelConfig
+    from mwc_dist.config import ModelConfig, TrainConfig
     from mwc_dist.loop.loss import TrainLoss
     from mwc_dist.models.build import build_model
 
     model = build_model(ModelConfig(base_model="tiny-random"))[0].eval()
-    loss = TrainLoss(ModelConfig(), False, Accelerator(cpu=True), model, copy.deepcopy(model), share_encoder=False)
+    loss = TrainLoss(ModelConfig(), TrainConfig(), Accelerator(cpu=True), model, copy.deepcopy(model), False)
     inputs, labels = build_sequence(tokenize, WINDOW, LabelPlan(timestamps=True, prompt=True))
     features = torch.randn(1, model.config.num_mel_bins, 2 * model.config.max_source_positions)
     ids, target = torch.tensor([inputs]), torch.tensor([labels])
