@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -659,7 +658,3 @@ def load_config(path: str | Path | None = None, overrides: list[str] | dict[str,
 
 def config_to_yaml(cfg: Config) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)
-
-
-def config_to_json(cfg: Config) -> str:
-    return json.dumps(cfg.to_dict(), indent=2, sort_keys=False)

@@ -13,13 +13,13 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from mwc_dist.atomic import write_atomic
 from mwc_dist.audio.features import LogMel
 from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
 from mwc_dist.inference import Decoded, Guard, decode_with_fallback, quiet_transformers, torch_decode
@@ -248,12 +248,8 @@ def _rounded(value):
 
 def write_eval(out_dir: Path, rows: list[dict], metrics: dict) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = out_dir / "predictions.jsonl.tmp"
-    tmp.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
-    os.replace(tmp, out_dir / "predictions.jsonl")
-    tmp = out_dir / "metrics.json.tmp"
-    tmp.write_text(json.dumps(metrics, indent=2))
-    os.replace(tmp, out_dir / "metrics.json")
+    write_atomic(out_dir / "predictions.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    write_atomic(out_dir / "metrics.json", json.dumps(metrics, indent=2))
 
 
 def run_eval(

@@ -17,12 +17,13 @@ there are none). A failed check raises ``ExportError`` naming the format; the nu
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from mwc_dist.atomic import atomic_path, write_atomic
 
 FORMATS = ("safetensors", "pytorch", "onnx", "ct2")
 # encoder max-abs difference relative to the largest encoder activation (ORT/CT2 kernels sum in other orders)
@@ -152,14 +153,13 @@ def optimize_onnx(folder: Path) -> dict[str, list[int]]:
         )
     counts = {}
     for path in sorted(folder.glob("*.onnx")):
-        tmp = path.with_suffix(".optimized.tmp")
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        options.optimized_model_filepath = str(tmp)
-        ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-        counts[path.name] = [len(onnx.load(str(p), load_external_data=False).graph.node) for p in (path, tmp)]
-        os.replace(tmp, path)
-    (folder / "optimization.json").write_text(json.dumps({"level": "basic", "nodes_before_after": counts}, indent=2))
+        with atomic_path(path) as tmp:  # the optimised graph replaces the file only once it is whole
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            options.optimized_model_filepath = str(tmp)
+            ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            counts[path.name] = [len(onnx.load(str(p), load_external_data=False).graph.node) for p in (path, tmp)]
+    write_atomic(folder / "optimization.json", json.dumps({"level": "basic", "nodes_before_after": counts}, indent=2))
     return counts
 
 

@@ -79,28 +79,28 @@ class Augment:
     """Plans and applies augment.* for the training stream; the noise bank loads on first use in each worker."""
 
     def __init__(self, a: AugmentConfig, seed: int, max_seconds: float):
-        self.a, self.seed, self.max_seconds = a, seed, max_seconds
+        self.cfg, self.seed, self.max_seconds = a, seed, max_seconds
         self._noise: list[np.ndarray] | None = None
         self.num_noise = len(self.noise()) if a.noise_dir else 0  # fail at setup, not in a worker
 
     @property
     def enabled(self) -> bool:
-        return bool(self.a.speed_factors) or bool(self.a.noise_dir)
+        return bool(self.cfg.speed_factors) or bool(self.cfg.noise_dir)
 
     def noise(self) -> list[np.ndarray]:
         if self._noise is None:
-            self._noise = load_noise(self.a.noise_dir) if self.a.noise_dir else []
+            self._noise = load_noise(self.cfg.noise_dir) if self.cfg.noise_dir else []
         return self._noise
 
     def plan(self, key: str, epoch: int | str, duration: float) -> Plan:
         """``epoch``: the epoch, or for an endless stream (data/mix.py) which draw of the stream this is."""
         rng = random.Random(f"{self.seed}-{epoch}-{key}")
-        speed = rng.choice(self.a.speed_factors) if self.a.speed_factors else 1.0
+        speed = rng.choice(self.cfg.speed_factors) if self.cfg.speed_factors else 1.0
         if duration / speed > self.max_seconds:  # slowed past the window: keep the clip whole instead
             speed = 1.0
-        if not self.num_noise or rng.random() >= self.a.noise_prob:
+        if not self.num_noise or rng.random() >= self.cfg.noise_prob:
             return Plan(speed)
-        snr = rng.uniform(self.a.snr_db_min, self.a.snr_db_max)
+        snr = rng.uniform(self.cfg.snr_db_min, self.cfg.snr_db_max)
         return Plan(speed, rng.randrange(self.num_noise), rng.random(), snr)
 
     def apply(self, wave: np.ndarray, plan: Plan) -> np.ndarray:

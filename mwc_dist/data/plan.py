@@ -31,7 +31,7 @@ class TrainData:
         max_samples: int,
         augment: Augment | None = None,
     ):
-        self.d, self.t, self.tokenize, self.augment = d, t, tokenize, augment
+        self.data_cfg, self.train_cfg, self.tokenize, self.augment = d, t, tokenize, augment
         if d.timestamp_probability > 0 and tokenize.timestamp_begin is None:
             raise ValueError(
                 f"data.timestamp_probability={d.timestamp_probability}: the model's tokenizer has no timestamp tokens "
@@ -65,19 +65,19 @@ class TrainData:
     def stream(self, epoch: int, skip_items: int = 0) -> TrainStream | ResampledStream:
         """This rank's batches of ``epoch``, the first ``skip_items`` loader items skipped (a resumed epoch)."""
         options = dict(
-            batch_size=self.t.per_device_train_batch_size,
-            seed=self.t.seed,
+            batch_size=self.train_cfg.per_device_train_batch_size,
+            seed=self.train_cfg.seed,
             rank=self.rank,
-            num_workers=self.d.num_workers,
-            shuffle_buffer=self.t.shuffle_buffer,
-            bucket_size=self.t.bucket_batches,
+            num_workers=self.data_cfg.num_workers,
+            shuffle_buffer=self.train_cfg.shuffle_buffer,
+            bucket_size=self.train_cfg.bucket_batches,
             max_samples=self.max_samples,
             skip_items=skip_items,
             augment=self.augment,
             select=self.select,
-            pack=self.d.pack_to_window,
-            timestamp_probability=self.d.timestamp_probability,
-            prev_probability=self.d.condition_on_prev_probability,
+            pack=self.data_cfg.pack_to_window,
+            timestamp_probability=self.data_cfg.timestamp_probability,
+            prev_probability=self.data_cfg.condition_on_prev_probability,
         )
         if self.endless:
             return ResampledStream(self.sets, self.probabilities, self.tokenize, **options)
@@ -93,8 +93,8 @@ class TrainData:
     def steps_in_epoch(self, epoch: int) -> int:
         """Optimizer steps in ``epoch``; a ValueError that says what to change when some rank has no batch."""
         if self.endless:
-            return self.t.max_steps
-        steps = self.stream(epoch).steps_per_epoch() // self.t.gradient_accumulation_steps
+            return self.train_cfg.max_steps
+        steps = self.stream(epoch).steps_per_epoch() // self.train_cfg.gradient_accumulation_steps
         if steps == 0:
             raise ValueError(self._no_batch_message())
         return steps
@@ -119,7 +119,7 @@ class TrainData:
                 f"and workers, each keeping 1 sample in {self.shards.parts[0][1]} (re-shard with `mwc shard "
                 f"--for-world-size {self.world_size}` to read each once)"
             )
-        if self.d.text_field == "teacher_text":
+        if self.data_cfg.text_field == "teacher_text":
             drops = ", ".join(f"{n} {why}" for why, n in self.pseudo_dropped.items()) or "none"
             text += f"; training on pseudo-labels, dropped by the quality filter: {drops}"
         return text
@@ -128,7 +128,7 @@ class TrainData:
         """For run_summary.json: the samples each started epoch left out; the pseudo-labels the filter dropped."""
         epochs = range(state.epoch + (1 if state.epoch_step else 0))
         return {"samples_left_out_per_epoch": {e: self.left_out(e) for e in epochs}} | (
-            {"pseudo_labels_dropped": self.pseudo_dropped} if self.d.text_field == "teacher_text" else {}
+            {"pseudo_labels_dropped": self.pseudo_dropped} if self.data_cfg.text_field == "teacher_text" else {}
         )
 
     def left_out(self, epoch: int) -> int:
@@ -137,17 +137,17 @@ class TrainData:
         stream leaves nothing out."""
         if self.endless:
             return 0
-        items = self.steps_in_epoch(epoch) * self.t.gradient_accumulation_steps
-        if self.d.pack_to_window:  # a batch holds packs of several samples: count them in the plan
+        items = self.steps_in_epoch(epoch) * self.train_cfg.gradient_accumulation_steps
+        if self.data_cfg.pack_to_window:  # a batch holds packs of several samples: count them in the plan
             stream = self.stream(epoch)
             return self.shards.num_samples - sum(stream.used_samples(r, items) for r in range(self.world_size))
-        return self.shards.num_samples - items * self.t.per_device_train_batch_size * self.world_size
+        return self.shards.num_samples - items * self.train_cfg.per_device_train_batch_size * self.world_size
 
     def total_steps(self) -> int:
         """train.max_steps, or the steps of train.num_epochs epochs."""
-        if self.t.max_steps > 0:
-            return self.t.max_steps
-        return sum(self.steps_in_epoch(e) for e in range(self.t.num_epochs))
+        if self.train_cfg.max_steps > 0:
+            return self.train_cfg.max_steps
+        return sum(self.steps_in_epoch(e) for e in range(self.train_cfg.num_epochs))
 
     def check_windows(self, **windows: float | None) -> None:
         """Refuse shards with clips longer than a model's window in seconds (they would be cut); None: no model."""
@@ -160,12 +160,12 @@ class TrainData:
                 )
 
     def _no_batch_message(self) -> str:
-        shards, ranks, workers = len(self.shards.urls), self.world_size, max(1, self.d.num_workers)
+        shards, ranks, workers = len(self.shards.urls), self.world_size, max(1, self.data_cfg.num_workers)
         return (
             f"{self.shards.num_samples} train samples in {shards} shards give some rank no full batch "
-            f"(batch {self.t.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; shards are "
-            f"split by rank and worker). Re-shard with a smaller data.shard_samples (at least {ranks * workers} "
-            f"shards), or lower the batch size or data.num_workers."
+            f"(batch {self.train_cfg.per_device_train_batch_size}, {ranks} ranks x {workers} loader workers; "
+            f"shards are split by rank and worker). Re-shard with a smaller data.shard_samples (at least "
+            f"{ranks * workers} shards), or lower the batch size or data.num_workers."
         )
 
 

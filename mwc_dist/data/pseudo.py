@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mwc_dist.atomic import atomic_path, write_atomic
 from mwc_dist.config import DataConfig
 
 
@@ -86,17 +87,13 @@ def quality_of(teacher_text: str, avg_logprob: float, reference: str | None, lan
 
 def _write_tar(path: Path, samples: list[dict[str, Any]]) -> None:
     """Members in sample order, fixed metadata: the same samples always give the same bytes."""
-    tmp = path.with_name(f".tmp-{path.name}")
-    with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
+    with atomic_path(path) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
         for sample in samples:
             for ext in sorted(k for k in sample if not k.startswith("__")):
                 data = sample[ext]
                 info = tarfile.TarInfo(f"{sample['__key__']}.{ext}")
                 info.size, info.mtime, info.mode = len(data), 0, 0o644
                 tar.addfile(info, io.BytesIO(data))
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def label_shard(
@@ -129,8 +126,9 @@ def label_shard(
             labelled.append(sample | {"json": json_bytes} | extra)
             quality_rows.append({"key": sample["__key__"], "teacher_text": text, "quality": quality})
     name = Path(url).name
-    (out / name.replace(".tar", ".quality.jsonl")).write_text(
-        "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in quality_rows)
+    write_atomic(
+        out / name.replace(".tar", ".quality.jsonl"),
+        "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in quality_rows),
     )
     _write_tar(out / name, labelled)
 
@@ -238,7 +236,7 @@ def _claim(out: Path, run: dict[str, Any]) -> None:
     """OUT's labels come from one teacher and one way of decoding: record it, or refuse a run that differs."""
     path = out / RUN_FILE
     if not path.is_file():
-        path.write_text(json.dumps(run, indent=2, sort_keys=True))
+        write_atomic(path, json.dumps(run, indent=2, sort_keys=True))
         return
     before = json.loads(path.read_text())
     if before != run:
@@ -273,7 +271,7 @@ def _finish(shard_dir: Path, out: Path, split: str, urls: list[str], run: dict[s
     for entry in manifest["shards"]:
         data = (out / entry["shard"]).read_bytes()
         entry |= {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    (out / f"{split}.manifest.json").write_text(json.dumps(manifest | {"pseudo_labelled": True}, indent=2))
+    write_atomic(out / f"{split}.manifest.json", json.dumps(manifest | {"pseudo_labelled": True}, indent=2))
     for other in shard_dir.glob("*.manifest.json"):
         if other.name != f"{split}.manifest.json":
             for entry in json.loads(other.read_text())["shards"]:
@@ -290,7 +288,7 @@ def _finish(shard_dir: Path, out: Path, split: str, urls: list[str], run: dict[s
             Counter(filter(None, (default.reason(r["teacher_text"], r["quality"]) for r in rows)))
         ),
     }
-    (out / "pseudo_labels.json").write_text(json.dumps(summary, indent=2))
+    write_atomic(out / "pseudo_labels.json", json.dumps(summary, indent=2))
     return summary
 
 

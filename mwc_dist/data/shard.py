@@ -23,7 +23,6 @@ import json
 import multiprocessing as mp
 import os
 import time
-import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from mwc_dist.atomic import write_atomic
 from mwc_dist.audio.decode import AudioError
 from mwc_dist.config import SPLITS, DataConfig
 from mwc_dist.data.sources import HFRef, Item, Pipe, Reject, detect_source, list_items
@@ -357,13 +357,6 @@ def ordered_map(
 
 
 # -------------------------------------------------------------------------------------------- write
-def _atomic_write(path: Path, data: bytes | str) -> None:
-    # a name of its own: array tasks write the plan (and may merge) at the same moment
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_bytes(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
-
-
 def sha256_file(path: Path) -> str:
     """A file's sha256, read in 1 MiB blocks."""
     h = hashlib.sha256()
@@ -426,7 +419,7 @@ class _ShardSink:
             record |= {"shard": tar.name, "bytes": tar.stat().st_size, "sha256": sha256_file(tar)}
         else:  # every item quarantined: no empty tar (an empty shard starves a loader worker)
             self.tmp.unlink()
-        _atomic_write(self.out_dir / "_parts" / f"{self.chunk.name}.json", json.dumps(record))
+        write_atomic(self.out_dir / "_parts" / f"{self.chunk.name}.json", json.dumps(record))
         return record
 
 
@@ -479,15 +472,15 @@ def merge_manifests(out_dir: Path) -> dict[str, Any] | None:
             "config": plan["config"],
             "plan": plan["fingerprint"],
         }
-        _atomic_write(out_dir / f"{split}.manifest.json", json.dumps(manifest, indent=2))
+        write_atomic(out_dir / f"{split}.manifest.json", json.dumps(manifest, indent=2))
         summary["splits"][split] = {
             k: manifest[k] for k in ("num_samples", "num_shards", "hours", "num_recordings", "num_windows")
         }
-    _atomic_write(out_dir / "quarantine.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine))
+    write_atomic(out_dir / "quarantine.jsonl", "".join(json.dumps(q, ensure_ascii=False) + "\n" for q in quarantine))
     summary["quarantined"] = len(quarantine)
     summary["reasons"] = dict(Counter(q["reason"] for q in quarantine).most_common())
     summary["num_items"] = plan["num_items"]
-    _atomic_write(out_dir / "summary.json", json.dumps(summary, indent=2))
+    write_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
 
 
@@ -517,7 +510,7 @@ def write_plan(out_dir: Path, cfg: DataConfig, chunks: list[Chunk], rejects: lis
         "num_items": sum(len(c.items) for c in chunks) + len(rejects),
         "rejects": [r.to_json() for r in rejects],
     }
-    _atomic_write(plan_path, json.dumps(plan, indent=2, ensure_ascii=False))
+    write_atomic(plan_path, json.dumps(plan, indent=2, ensure_ascii=False))
 
 
 def shard_source(

@@ -22,7 +22,7 @@ class TrainLoss:
     """
 
     def __init__(self, m: ModelConfig, t: TrainConfig, accelerator, model, teacher, share_encoder: bool):
-        self.m, self.accelerator, self.model, self.teacher = m, accelerator, model, teacher
+        self.model_cfg, self.accelerator, self.model, self.teacher = m, accelerator, model, teacher
         self.share_encoder, self.freeze_encoder = share_encoder, t.freeze_encoder
         self.student_head = accelerator.unwrap_model(model)
         self.labels_only = t.logits_at_labels_only and install_label_head(self.student_head)
@@ -50,7 +50,7 @@ class TrainLoss:
         rows = labels != IGNORE if self.labels_only else None
         with label_rows(self.student_head, rows):
             logits = self.model(**inputs, **decoder).logits  # [N, V] at the label positions, or [B, L, V]
-        m = self.m
+        m = self.model_cfg
         if self.teacher is None and stored_topk is not None:
             ids, logp = stored_topk
             return distillation_loss_stored(logits, ids, logp, labels, m.distillation_temperature, m.distillation_alpha)

@@ -27,10 +27,10 @@ class PeriodicEval:
     """Generates on the eval split (collective), scores on rank 0, logs eval/* and a predictions table."""
 
     def __init__(self, t: TrainConfig, shards: ShardSet | None, out_dir: Path, language: str | None, task: str):
-        self.t, self.shards, self.out_dir, self.language, self.task = t, shards, out_dir, language, task
+        self.train_cfg, self.shards, self.out_dir, self.language, self.task = t, shards, out_dir, language, task
 
     def due(self, step: int, epoch_done: bool) -> bool:
-        every = self.t.eval_steps
+        every = self.train_cfg.eval_steps
         return self.shards is not None and ((every > 0 and step % every == 0) or (every == 0 and epoch_done))
 
     def run(self, accelerator, model, processor, tracker, state: TrainState) -> dict | None:
@@ -45,11 +45,11 @@ class PeriodicEval:
             self.shards,
             language=self.language,
             task=self.task,
-            batch_size=self.t.per_device_eval_batch_size,
-            max_length=self.t.generation_max_length,
-            num_beams=self.t.num_beams,
+            batch_size=self.train_cfg.per_device_eval_batch_size,
+            max_length=self.train_cfg.generation_max_length,
+            num_beams=self.train_cfg.num_beams,
             out_dir=out_dir,
-            limit=self.t.eval_max_samples,
+            limit=self.train_cfg.eval_max_samples,
             step=state.step,
             with_loss=True,  # the validation loss beside WER (one more forward per batch)
         )

@@ -22,7 +22,7 @@ class Checkpointer:
     """save_strategy steps/epoch/no every save_steps, keep_last; best/ by metric_for_best_model; resume."""
 
     def __init__(self, c: CheckpointConfig, out_dir: Path, config_yaml: str, accelerator):
-        self.c, self.out_dir, self.config_yaml, self.accelerator = c, out_dir, config_yaml, accelerator
+        self.cfg, self.out_dir, self.config_yaml, self.accelerator = c, out_dir, config_yaml, accelerator
 
     def resume(self, scheduler) -> TrainState:
         """Collective: the state of checkpoint.resume_from_checkpoint (model, optimizer, RNG restored), or a new one.
@@ -31,7 +31,7 @@ class Checkpointer:
         than the checkpoint: it is still the best model this run evaluated) and takes its value from best.json.
         """
         accelerator = self.accelerator
-        path = resolve_resume(self.c.resume_from_checkpoint, self.out_dir, log=lambda msg: print0(accelerator, msg))
+        path = resolve_resume(self.cfg.resume_from_checkpoint, self.out_dir, log=lambda msg: print0(accelerator, msg))
         if path is None:
             if accelerator.is_main_process:
                 shutil.rmtree(self.out_dir / BEST_DIR, ignore_errors=True)
@@ -46,13 +46,13 @@ class Checkpointer:
 
     @property
     def enabled(self) -> bool:
-        return self.c.save_strategy != "no"
+        return self.cfg.save_strategy != "no"
 
     def exists(self, step: int) -> bool:
         return (self.out_dir / f"checkpoint-{step}").exists()
 
     def due(self, state: TrainState, epoch_done: bool) -> bool:
-        c = self.c
+        c = self.cfg
         by_steps = c.save_strategy == "steps" and state.step % c.save_steps == 0
         by_epochs = c.save_strategy == "epoch" and epoch_done and state.epoch % c.save_steps == 0
         return by_steps or by_epochs
@@ -67,7 +67,7 @@ class Checkpointer:
             )
             return
         path = save_checkpoint(
-            self.accelerator, model, processor, scheduler, state, self.out_dir, self.config_yaml, self.c.keep_last
+            self.accelerator, model, processor, scheduler, state, self.out_dir, self.config_yaml, self.cfg.keep_last
         )
         print0(self.accelerator, f"saved {path}")
 
@@ -76,7 +76,7 @@ class Checkpointer:
 
         Only with load_best_model_at_end (what reads best/); independent of the save cadence.
         """
-        c = self.c
+        c = self.cfg
         value = metrics.get(c.metric_for_best_model)
         if not c.load_best_model_at_end or value is None or value != value:  # NaN is never best
             return

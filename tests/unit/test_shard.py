@@ -195,9 +195,9 @@ def test_changed_plan_is_refused_unless_overwrite(tmp_path, corpus):
 HAMMER = """
 import os, sys
 from pathlib import Path
-from mwc_dist.data.shard import _atomic_write
+from mwc_dist.atomic import write_atomic
 for i in range(300):
-    _atomic_write(Path(sys.argv[1]), f"{os.getpid()} {i}\\n" * 100)
+    write_atomic(Path(sys.argv[1]), f"{os.getpid()} {i}\\n" * 100)
 """
 
 JOB = """
