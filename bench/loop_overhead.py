@@ -86,7 +86,8 @@ def ours(cfg, batches: list[dict]) -> list[float]:
 
 
 def hf_trainer(model_name: str, batches: list[dict], out: Path) -> list[float]:
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+    from peers import hf_args
+    from transformers import Seq2SeqTrainer, TrainerCallback
 
     model, _ = build_model(ModelConfig(base_model=model_name), seed=42)
     log_mel = LogMel(model.config.num_mel_bins, 30)
@@ -108,24 +109,7 @@ def hf_trainer(model_name: str, batches: list[dict], out: Path) -> list[float]:
         def on_step_end(self, args, state, control, **kw):
             times.append(time.perf_counter() - last[0])
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(out),
-        per_device_train_batch_size=len(batches[0]["keys"]),
-        max_steps=len(batches),
-        learning_rate=LR,
-        weight_decay=0.0,
-        lr_scheduler_type="linear",
-        max_grad_norm=1.0,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        logging_steps=10,
-        use_cpu=True,
-        dataloader_num_workers=0,
-        remove_unused_columns=False,
-        disable_tqdm=True,
-        seed=42,
-    )
+    args = hf_args(out, batches)  # bench/peers.py: the same arguments the peer bench gives it
     trainer = Seq2SeqTrainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepTimes()])
     trainer.train()
     return times[WARMUP:]

@@ -141,7 +141,7 @@ def ours(cfg, batches: list[dict]) -> tuple[list[float], list[float]]:
 
 def hf(work: Path, model_name: str, batches: list[dict], kd: bool) -> tuple[list[float], list[float]]:
     """(step times, losses) of Seq2SeqTrainer; with kd, its compute_loss overridden with the KD loss."""
-    from transformers import Seq2SeqTrainer, Seq2SeqTrainingArguments, TrainerCallback
+    from transformers import Seq2SeqTrainer, TrainerCallback
 
     from mwc_dist.audio.features import LogMel
     from mwc_dist.config import ModelConfig
@@ -204,8 +204,18 @@ def hf(work: Path, model_name: str, batches: list[dict], kd: bool) -> tuple[list
             losses.append(float(loss))
             return (loss, out) if return_outputs else loss
 
-    args = Seq2SeqTrainingArguments(
-        output_dir=str(work / "hf"),
+    args = hf_args(work / "hf", batches)
+    trainer = KDTrainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepTimes()])
+    trainer.train()
+    return times[WARMUP:], losses
+
+
+def hf_args(out: Path, batches: list[dict]):
+    """The peer's arguments: our batch size, steps, LR, schedule and clipping; no eval, saving or reporting."""
+    from transformers import Seq2SeqTrainingArguments
+
+    return Seq2SeqTrainingArguments(
+        output_dir=str(out),
         per_device_train_batch_size=len(batches[0]["keys"]),
         max_steps=len(batches),
         learning_rate=LR,
@@ -222,9 +232,6 @@ def hf(work: Path, model_name: str, batches: list[dict], kd: bool) -> tuple[list
         disable_tqdm=True,
         seed=42,
     )
-    trainer = KDTrainer(model=model, args=args, train_dataset=rows, data_collator=collate, callbacks=[StepTimes()])
-    trainer.train()
-    return times[WARMUP:], losses
 
 
 def child(args) -> None:
