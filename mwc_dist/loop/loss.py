@@ -24,8 +24,8 @@ class TrainLoss:
     def __init__(self, m: ModelConfig, t: TrainConfig, accelerator, model, teacher, share_encoder: bool):
         self.model_cfg, self.accelerator, self.model, self.teacher = m, accelerator, model, teacher
         self.share_encoder, self.freeze_encoder = share_encoder, t.freeze_encoder
-        self.student_head = accelerator.unwrap_model(model)
-        self.labels_only = t.logits_at_labels_only and install_label_head(self.student_head)
+        self.unwrapped = accelerator.unwrap_model(model)
+        self.labels_only = t.logits_at_labels_only and install_label_head(self.unwrapped)
         if self.labels_only and teacher is not None:
             install_label_head(teacher)  # a teacher whose head is not a plain Linear gives full logits: still fine
 
@@ -43,12 +43,12 @@ class TrainLoss:
         inputs = {"input_features": features}
         if self.freeze_encoder:  # the unwrapped encoder is outside the prepared model's autocast: add it
             with torch.no_grad(), self.accelerator.autocast():
-                inputs = {"encoder_outputs": self.accelerator.unwrap_model(self.model).get_encoder()(features)}
+                inputs = {"encoder_outputs": self.unwrapped.get_encoder()(features)}
         if decoder_input_ids is None:
             decoder_input_ids = self._shift_right(labels)
         decoder = {"decoder_input_ids": decoder_input_ids}
         rows = labels != IGNORE if self.labels_only else None
-        with label_rows(self.student_head, rows):
+        with label_rows(self.unwrapped, rows):
             logits = self.model(**inputs, **decoder).logits  # [N, V] at the label positions, or [B, L, V]
         m = self.model_cfg
         if self.teacher is None and stored_topk is not None:
@@ -66,5 +66,5 @@ class TrainLoss:
         """The decoder input the model builds from labels on its own: start token, then the labels shifted right."""
         from transformers.models.whisper.modeling_whisper import shift_tokens_right
 
-        config = self.student_head.config
+        config = self.unwrapped.config
         return shift_tokens_right(labels, config.pad_token_id, config.decoder_start_token_id)

@@ -39,19 +39,21 @@ def build_optimizer(t: TrainConfig, model, total_steps: int):
     default per-parameter loop for whisper-tiny's 38 M parameters), where torch has it for these parameters."""
     from transformers import get_scheduler
 
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = None
-    if t.fused_optimizer:
-        try:
-            optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay, fused=True)
-        except RuntimeError:  # a device or dtype with no fused kernel: the plain one
-            optimizer = None
-    if optimizer is None:
-        optimizer = torch.optim.AdamW(params, lr=t.learning_rate, weight_decay=t.weight_decay)
+    optimizer = _adamw([p for p in model.parameters() if p.requires_grad], t)
     scheduler = get_scheduler(
         t.lr_scheduler_type, optimizer, num_warmup_steps=t.warmup_steps, num_training_steps=total_steps
     )
     return optimizer, scheduler
+
+
+def _adamw(params: list, t: TrainConfig) -> torch.optim.AdamW:
+    settings = {"lr": t.learning_rate, "weight_decay": t.weight_decay}
+    if t.fused_optimizer:
+        try:
+            return torch.optim.AdamW(params, fused=True, **settings)
+        except RuntimeError:  # no fused kernel for these parameters' device or dtype: the plain one
+            pass
+    return torch.optim.AdamW(params, **settings)
 
 
 class OptimizerStep:

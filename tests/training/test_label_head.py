@@ -70,6 +70,9 @@ def test_label_rows_give_the_full_logits_loss_and_gradients(tiny, kind):
     assert full_shapes == [(3, 12, model.config.vocab_size)]
     assert rows_shapes == [(22, model.config.vocab_size)]  # only the label positions were projected
     assert rows == pytest.approx(full, rel=1e-6)
+    if kind == "ce":  # the decoder input TrainLoss builds from the labels is the model's own (it shifts them itself)
+        with torch.no_grad():
+            assert full[0] == pytest.approx(float(model(input_features=features, labels=labels).loss), rel=1e-6)
     if kd:
         assert len(full) == 3 and full[2] > 1e-3  # a real KL: the teacher differs
     assert full_grads.keys() == rows_grads.keys() and len(full_grads) > 10
