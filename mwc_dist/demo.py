@@ -9,16 +9,19 @@
 4. QLoRA fine-tune on 2 CPU processes (accelerate launch, configs/demo_finetune.yaml) -> runs/finetune/
 5. the fine-tuned teacher pseudo-labels 2 training shards (``mwc pseudo-label --backend ct2 --compute-type int8``,
    2 processes, one shard each: 200 clips; its 30-s encoder is most of the cost)       -> shards-pseudo/
-6. a student with a 10-s audio window (``mwc make-student --window-seconds 10``; every demo clip is at most
-   10 s) distilled from the teacher (configs/demo_distill.yaml) on the teacher's pseudo-labels with the quality
-   filter on (data.text_field: teacher_text); ``--references``: on the references, no step 5 -> runs/student/
+6. a student of the teacher's shape (``mwc make-student``: its whole encoder and 30-s window, fewer decoder
+   layers, the distil-whisper way) distilled from the teacher (configs/demo_distill.yaml) on the teacher's
+   pseudo-labels packed into 30-s windows, with timestamps and prompts as the teacher trained, the quality filter on
+   (data.text_field: teacher_text); ``--references``: on the references, no step 5                 -> runs/student/
 7. fine-tuned and student evaluated on both test splits, the base out of domain, greedy and guarded (Whisper's
    temperature fallback): out of domain (topic files never trained on) and in domain (unseen quotes); test voices
    never trained on; then all three on the long-form test (the out-of-domain clips joined into 60-90 s recordings
    with pauses, true times kept: ``data/ood-long``), decoded sequentially with their own timestamps
 8. the student exported to SafeTensors, ONNX and CTranslate2 with parity checks, and evaluated through both on
-   the out-of-domain split
-9. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
+   the out-of-domain split; base and teacher exported to SafeTensors and CTranslate2
+9. all three in the tools people deploy with (mwc_dist.deployment): faster-whisper on the CTranslate2 exports and
+   transformers' pipeline on the SafeTensors exports, out-of-domain clips and recordings
+10. REPORT.md: WER/CER/BLEU/chrF, hallucination metrics and decode speed of every model per split, links to every
    predictions file, curves, goals against the out-of-domain split.
 
 Each step leaves a ``.done`` marker; a re-run skips finished steps. Numbers in REPORT.md are read from
@@ -41,8 +44,7 @@ TEST_CLIPS = 48
 # the two test splits: shard folder under the demo's output
 TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
 MAX_NEW_TOKENS = 40
-STUDENT_DECODER_LAYERS = 6  # all of whisper-base's: the window is the speed (configs/demo_distill.yaml)
-STUDENT_WINDOW_SECONDS = 10  # configs/demo.yaml: data.max_duration_seconds
+STUDENT_DECODER_LAYERS = 2  # of whisper-base's 6, chosen on validation in faster-whisper (configs/demo_distill.yaml)
 # the teacher labels the first 2 of the 12 training shards, one per process (200 clips: ~170 s on 2 cores, the
 # fewest that give both ranks a shard); the student's 20 steps x 8 clips x 2 ranks read what the filter keeps
 PSEUDO_SHARDS = 2
@@ -124,9 +126,7 @@ class Demo:
         from mwc_dist.models.student import make_student_folder
 
         teacher = self.out / "runs" / "finetune" / "final"
-        make_student_folder(
-            str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"), STUDENT_WINDOW_SECONDS
-        )
+        make_student_folder(str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"))
         targets = [f"data.shard_dir={self.out / 'shards'}"]
         if self.pseudo_labels:
             targets = [f"data.shard_dir={self.out / 'shards-pseudo'}", "data.text_field=teacher_text"]
@@ -176,27 +176,25 @@ class Demo:
             run_long_form_eval(str(model), str(data), str(out), options=options)
 
     def export(self):
+        """The student in every format, each checked against PyTorch on 8 test clips; base and teacher in the two
+        the deployment table loads (SafeTensors for transformers' pipeline, CTranslate2 for faster-whisper)."""
         from mwc_dist.export import clips_from_shards, export_model
 
         clips, refs, _ = clips_from_shards(self.out / "shards", "test", 8)
+        models = _models(self.out)
+        formats = ["safetensors", "onnx", "ct2"]
         export_model(
-            self.out / "runs" / "student" / "final",
-            self.out / "exports" / "student",
-            ["safetensors", "onnx", "ct2"],
-            clips=clips,
-            references=refs,
-            language="es",
-            # the demo's student has a 10-s window: its CTranslate2 export runs in mwc's backend, not faster-whisper
-            # (the warning says so, in the log and the model card)
-            allow_nonstandard_window=True,
+            models["student"], self.out / "exports" / "student", formats, clips=clips, references=refs, language="es"
         )
+        for name in ("base", "finetuned"):
+            export_model(models[name], self.out / "exports" / name, ["safetensors", "ct2"])
 
     def evaluate_exports(self):
         """The student's ONNX and CTranslate2 exports on the same out-of-domain test clips (greedy), through
         mwc_dist.inference."""
         from mwc_dist.audio.decode import SAMPLE_RATE
+        from mwc_dist.data.stream import first_clips
         from mwc_dist.evaluate import write_eval
-        from mwc_dist.export import clips_from_shards
         from mwc_dist.inference import load_backend
         from mwc_dist.metrics import compute_metrics
 
@@ -204,13 +202,13 @@ class Demo:
         for kind in ("onnx", "ct2"):
             backend = load_backend(kind, exports / kind)
             for split, shards in EXPORT_TEST_SETS.items():
-                clips, refs, _ = clips_from_shards(self.out / shards, "test", TEST_CLIPS)
+                test = first_clips(self.out / shards, "test", TEST_CLIPS)
+                clips, refs, keys = [c["wave"] for c in test], [c["text"] for c in test], [c["key"] for c in test]
                 start, predictions = time.perf_counter(), []
                 for i in range(0, len(clips), 8):
                     ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
                     predictions += [backend.to_text(row) for row in ids]
                 took = time.perf_counter() - start
-                keys = _shard_keys(self.out / shards, len(clips))
                 rows = sorted(
                     (
                         {"key": k, "reference": r, "prediction": p, "language": "es"}
@@ -225,6 +223,24 @@ class Demo:
                 pytorch = {r["key"] for r in _rows(self.out / "eval" / split / "student")}
                 assert not pytorch or {r["key"] for r in rows} == pytorch
 
+    def evaluate_deployment(self):
+        """Base, teacher and student in faster-whisper (CTranslate2 export) and transformers' pipeline (SafeTensors
+        export) on the out-of-domain clips and recordings; a row already written is reused."""
+        from mwc_dist.deployment import clip_items, recording_items, run_deployment_eval
+        from mwc_dist.report_deploy import folder
+
+        tests = {
+            "ood": clip_items(self.out / "shards-ood", "test", TEST_CLIPS),
+            "ood-long": recording_items(self.out / "data" / LONG_FORM_DATA, "es"),
+        }
+        for test, items in tests.items():
+            for name in _models(self.out):
+                exports = self.out / "exports" / name
+                for tool, model in (("faster-whisper", exports / "ct2"), ("pipeline", exports / "safetensors")):
+                    out = self.out / folder(test, name, tool)
+                    if not (out / "metrics.json").is_file():
+                        run_deployment_eval(tool, model, items, out, "es")
+
     def report(self):
         from mwc_dist.report import write_report
 
@@ -236,7 +252,7 @@ class Demo:
         steps = ("data", "shards", "import_base", "finetune", "pseudo_label", "distill", "evaluate")
         steps += ("evaluate_long_form", "export")
         steps = tuple(s for s in steps if s != "pseudo_label" or self.pseudo_labels)  # --references: none
-        for name in (*steps, "evaluate_exports"):
+        for name in (*steps, "evaluate_exports", "evaluate_deployment"):
             self.step(name, getattr(self, name))
         self.timings["total (this run)"] = time.perf_counter() - start
         self.report()
@@ -263,16 +279,3 @@ def _models(out: Path) -> dict[str, Path]:
 def _rows(eval_dir: Path) -> list[dict]:
     path = eval_dir / "predictions.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.is_file() else []
-
-
-def _shard_keys(shard_dir: Path, limit: int) -> list[str]:
-    from mwc_dist.config import DataConfig
-    from mwc_dist.data.stream import load_shard_set, tar_samples
-
-    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), "test")
-    keys = []
-    for sample in tar_samples(shards.urls):
-        keys.append(sample["__key__"])
-        if len(keys) == limit:
-            break
-    return keys

@@ -295,16 +295,8 @@ def clips_from_shards(
     shard_dir: str | Path, split: str = "test", limit: int = 8
 ) -> tuple[list[np.ndarray], list[str], str | None]:
     """The first ``limit`` clips of a shard split (audio, references, language) for parity checks."""
-    from mwc_dist.config import DataConfig
-    from mwc_dist.data.stream import decode_flac, load_shard_set, tar_samples
+    from mwc_dist.data.stream import first_clips
 
-    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
-    clips, refs, language = [], [], None
-    for sample in tar_samples(shards.urls):
-        meta = json.loads(sample["json"])
-        clips.append(decode_flac(sample["flac"]))
-        refs.append(meta["text"])
-        language = language or meta.get("language")
-        if len(clips) == limit:
-            break
-    return clips, refs, language
+    clips = first_clips(shard_dir, split, limit)
+    language = next((c["language"] for c in clips if c["language"]), None)
+    return [c["wave"] for c in clips], [c["text"] for c in clips], language

@@ -191,6 +191,19 @@ def decode_flac(payload: bytes) -> np.ndarray:
     return _decode(payload, "float32")
 
 
+def first_clips(shard_dir: str | Path, split: str, limit: int) -> list[dict[str, Any]]:
+    """The first ``limit`` clips of a shard split in shard order: ``key``, ``wave`` (float32), ``text``,
+    ``language``; for parity checks and evaluations outside the training stream."""
+    clips = []
+    for sample in tar_samples(load_shard_set(DataConfig(shard_dir=str(shard_dir)), split).urls):
+        meta = json.loads(sample["json"])
+        wave = decode_flac(sample["flac"])
+        clips.append({"key": sample["__key__"], "wave": wave, "text": meta["text"], "language": meta.get("language")})
+        if len(clips) == limit:
+            break
+    return clips
+
+
 def _decode(payload: bytes, dtype: str) -> np.ndarray:
     import soundfile as sf
 

@@ -284,3 +284,26 @@ def test_a_10_s_student_is_named_unloadable_and_ct2_refused(models, tmp_path, au
     model = WhisperModel(str(out / "ct2"), device="cpu", compute_type="float32")
     with pytest.raises(ValueError, match="Invalid input features shape"):
         list(model.transcribe(load_audio(str(audio["short"][0])))[0])
+
+
+# ------------------------------------------------------------------------- the demo's deployment table
+def test_deployment_eval_scores_the_tools_own_text(models, audio, tmp_path):
+    """mwc_dist.deployment (the demo's deployment table) decodes through faster-whisper (int8) and the chunked
+    pipeline, and its metrics are jiwer's on the text the tool printed."""
+    from mwc_dist.deployment import Item, load_tool, run_deployment_eval
+
+    items = [Item(clip, load_audio(str(audio[clip][0])), audio[clip][1]) for clip in ("short", "long")]
+    for tool, export in (("faster-whisper", "ct2"), ("pipeline", "safetensors")):
+        metrics = run_deployment_eval(tool, models["base"] / export, items, tmp_path / tool, "es")
+        rows = [json.loads(x) for x in (tmp_path / tool / "predictions.jsonl").read_text().splitlines()]
+        assert [r["key"] for r in rows] == ["short", "long"] and all(r["prediction"] for r in rows)
+        assert (
+            metrics["wer"]
+            == compute_metrics([i.reference for i in items], [r["prediction"] for r in rows], "es")["wer"]
+        )
+        assert metrics["compute_type"] == ("int8" if tool == "faster-whisper" else "float32")
+        assert metrics["audio_seconds"] == pytest.approx(sum(len(i.wave) for i in items) / RATE)
+        # the long recording (past one window) decoded whole: as good as our decoder's, within the margin
+        assert wer(items[1].reference, rows[1]["prediction"]) <= ours_long_wer(models, audio, "base") + WER_MARGIN
+    with pytest.raises(ValueError, match="choose from faster-whisper, pipeline"):
+        load_tool("whisper.cpp", models["base"] / "ct2", "es")

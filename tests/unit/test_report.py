@@ -156,3 +156,54 @@ def test_long_form_table_is_recomputed_from_its_predictions(tmp_path):
     path.write_text(json.dumps(row | {"prediction": "nada"}) + "\n")  # the table no longer matches its file
     with pytest.raises(ValueError, match="long-form row"):
         check_report(tmp_path)
+
+
+def _deployment_rows(tmp_path, seconds: dict[tuple[str, str], float]):
+    """Deployment rows for every model, tool and test; decode seconds from ``seconds`` by (model, tool)."""
+    from mwc_dist.report_deploy import folder
+
+    for test in ("ood", "ood-long"):
+        for name, predictions in PREDICTIONS.items():
+            for tool in ("faster-whisper", "pipeline"):
+                rows = [
+                    {"key": f"k{i}", "reference": r, "prediction": p, "language": "es"}
+                    for i, (r, p) in enumerate(zip(REFS, predictions))
+                ]
+                metrics = compute_metrics(REFS, predictions, "es")
+                metrics |= {"num_samples": 3, "audio_seconds": 9.0, "decode_seconds": seconds[(name, tool)]}
+                write_eval(tmp_path / folder(test, name, tool), rows, metrics)
+
+
+def test_deployment_table_judges_the_student_in_the_deployment_tools(tmp_path):
+    """The student's speed goal is judged in faster-whisper (1.5x its teacher), the pipeline's on long-form (no
+    slower); every row is recomputed from the predictions file it links."""
+    seconds = {(n, t): 4.0 for n in PREDICTIONS for t in ("faster-whisper", "pipeline")}
+    seconds |= {("student", "faster-whisper"): 2.0, ("student", "pipeline"): 5.0}
+    _deployment_rows(tmp_path, seconds)
+    report = _demo_folder(tmp_path).read_text()
+    assert "## In the tools people deploy with" in report
+    student_wer = compute_metrics(REFS, PREDICTIONS["student"], "es")["wer"]
+    line = f"| student | faster-whisper | ood | {student_wer:.4f} |"
+    assert line in report and "| 9 | 2.0 | 4.5 |" in report.split(line)[1].splitlines()[0]
+    assert (
+        "faster-whisper, ood (48 clips): student WER 0.0000 = 0.00x its teacher's (goal: at most 1.3x) — **met**"
+        in (report)
+    )
+    assert "it decodes 2.00x as fast (goal: at least 1.5x) — **met**" in report
+    assert "the student takes 5.0 s, its teacher 4.0 s (goal: no slower) — **missed**" in report
+    assert check_report(tmp_path) == 6 + 12  # short-form rows and 3 models x 2 tools x 2 tests
+    path = tmp_path / "eval" / "deploy" / "ood-long" / "finetuned-pipeline" / "predictions.jsonl"
+    rows = [json.loads(x) for x in path.read_text().splitlines()]
+    rows[0]["prediction"] = "nada"
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    with pytest.raises(ValueError, match="deployment row.*finetuned|deployment row.*fine-tuned"):
+        check_report(tmp_path)
+
+
+def test_a_slow_student_misses_the_deployment_speed_goal(tmp_path):
+    seconds = {(n, t): 4.0 for n in PREDICTIONS for t in ("faster-whisper", "pipeline")}
+    seconds |= {("student", "faster-whisper"): 3.0}  # 1.33x: under the 1.5x goal
+    _deployment_rows(tmp_path, seconds)
+    report = _demo_folder(tmp_path).read_text()
+    assert report.count("it decodes 1.33x as fast (goal: at least 1.5x) — **missed**") == 2  # clips and recordings
+    assert "(goal: no slower) — **met**" in report
