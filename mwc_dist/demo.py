@@ -192,34 +192,18 @@ class Demo:
     def evaluate_exports(self):
         """The student's ONNX and CTranslate2 exports on the same out-of-domain test clips (greedy), through
         mwc_dist.inference."""
-        from mwc_dist.audio.decode import SAMPLE_RATE
         from mwc_dist.data.stream import first_clips
-        from mwc_dist.evaluate import write_eval
         from mwc_dist.inference import load_backend
-        from mwc_dist.metrics import compute_metrics
 
         exports = self.out / "exports" / "student"
         for kind in ("onnx", "ct2"):
             backend = load_backend(kind, exports / kind)
             for split, shards in EXPORT_TEST_SETS.items():
-                test = first_clips(self.out / shards, "test", TEST_CLIPS)
-                clips, refs, keys = [c["wave"] for c in test], [c["text"] for c in test], [c["key"] for c in test]
-                start, predictions = time.perf_counter(), []
-                for i in range(0, len(clips), 8):
-                    ids = backend.generate(backend.features(clips[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
-                    predictions += [backend.to_text(row) for row in ids]
-                took = time.perf_counter() - start
-                rows = sorted(
-                    (
-                        {"key": k, "reference": r, "prediction": p, "language": "es"}
-                        for k, r, p in zip(keys, refs, predictions)
-                    ),
-                    key=lambda r: r["key"],
+                rows = _export_eval(
+                    backend,
+                    first_clips(self.out / shards, "test", TEST_CLIPS),
+                    self.out / "eval" / split / f"student-{kind}",
                 )
-                metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
-                seconds = sum(len(c) for c in clips) / SAMPLE_RATE
-                metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
-                write_eval(self.out / "eval" / split / f"student-{kind}", rows, metrics)
                 pytorch = {r["key"] for r in _rows(self.out / "eval" / split / "student")}
                 assert not pytorch or {r["key"] for r in rows} == pytorch
 
@@ -274,6 +258,29 @@ def _models(out: Path) -> dict[str, Path]:
         "finetuned": runs / "finetune" / "final",
         "student": runs / "student" / "final",
     }
+
+
+def _export_eval(backend, clips: list[dict], out: Path) -> list[dict]:
+    """Greedy decode of ``clips`` (first_clips' dicts) in batches of 8 through one of our backends; the rows written
+    to ``out`` with their metrics."""
+    from mwc_dist.audio.decode import SAMPLE_RATE
+    from mwc_dist.evaluate import write_eval
+    from mwc_dist.metrics import compute_metrics
+
+    waves, start, predictions = [c["wave"] for c in clips], time.perf_counter(), []
+    for i in range(0, len(waves), 8):
+        ids = backend.generate(backend.features(waves[i : i + 8]), "es", "transcribe", MAX_NEW_TOKENS)
+        predictions += [backend.to_text(row) for row in ids]
+    took = time.perf_counter() - start
+    rows = [
+        {"key": c["key"], "reference": c["text"], "prediction": p, "language": "es"} for c, p in zip(clips, predictions)
+    ]
+    rows.sort(key=lambda r: r["key"])
+    metrics = compute_metrics([r["reference"] for r in rows], [r["prediction"] for r in rows], "es")
+    seconds = sum(len(w) for w in waves) / SAMPLE_RATE
+    metrics |= {"audio_seconds": seconds, "decode_seconds": took, "real_time_factor": took / seconds}
+    write_eval(out, rows, metrics)
+    return rows
 
 
 def _rows(eval_dir: Path) -> list[dict]:
