@@ -44,7 +44,7 @@ TEST_CLIPS = 48
 # the two test splits: shard folder under the demo's output
 TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
 MAX_NEW_TOKENS = 40
-STUDENT_DECODER_LAYERS = 2  # of whisper-base's 6, chosen on validation in faster-whisper (configs/demo_distill.yaml)
+STUDENT_DECODER_LAYERS = 4  # of whisper-base's 6, chosen on validation in faster-whisper (docs/DEMO_TUNING.md)
 # the teacher labels the first 2 of the 12 training shards, one per process (200 clips: ~170 s on 2 cores, the
 # fewest that give both ranks a shard); the student's 20 steps x 8 clips x 2 ranks read what the filter keeps
 PSEUDO_SHARDS = 2

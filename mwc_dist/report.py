@@ -110,7 +110,7 @@ def _goals(m: dict[str, dict | None], loops: dict[str, float], guarded_loops: di
         lines.append(f"- Student WER {ratio:.2f}x its teacher's (goal: at most 1.3x) — **{verdict(ratio <= 1.3)}**")
         lines.append(
             f"- Student decodes {speed:.2f}x as fast as its teacher here (our decoder, greedy, batch 8; the speed goal "
-            f"is judged in faster-whisper, in \"In the tools people deploy with\" below)"
+            f'is judged in faster-whisper, in "In the tools people deploy with" below)'
         )
     if m["base"] and m["student"]:
         ok = m["student"]["wer"] <= m["base"]["wer"]
