@@ -44,7 +44,10 @@ def deployment_section(out: Path) -> list[str]:
         *[f"- {name}: {what}" for name, what in TOOLS],
         "",
         "Short clips: the 48 out-of-domain test clips; long-form: the 3 out-of-domain recordings, whole. Decode "
-        "seconds after a warm-up call; 2 CPU threads.",
+        "seconds after a warm-up call; 2 CPU threads. faster-whisper decodes again any window that looks like a "
+        "loop or that it is unsure of (mean log-probability under -1: up to five more times, best of 5); the "
+        "pipeline decodes greedily without that fallback (its default), so a hypothesis that loops runs to the "
+        "model's 448-token limit and counts in full.",
         "",
         HEADER,
         "|" + " --- |" * 10,
