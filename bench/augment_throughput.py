@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mwc_dist.audio.augment import Augment  # noqa: E402
 from mwc_dist.config import AugmentConfig, DataConfig  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
 from mwc_dist.data.stream import Tokenize, TrainStream, load_shard_set  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 from mwc_dist.models.tokenizer import load_tokenizer  # noqa: E402
 
 

@@ -34,9 +34,9 @@ from mwc_dist.audio.decode import decode, load_audio, to_mono_16k  # noqa: E402
 from mwc_dist.audio.encode import write_audio  # noqa: E402
 from mwc_dist.audio.features import LogMel  # noqa: E402
 from mwc_dist.config import DataConfig  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
 from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, load_shard_set  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 from mwc_dist.models.tokenizer import load_tokenizer  # noqa: E402
 
 

@@ -83,8 +83,8 @@ def main() -> None:
 
             model = import_ct2(package_sources("whisper-base"), tmp / "whisper-base")
         from mwc_dist.config import DataConfig
-        from mwc_dist.data.demo import make_demo_corpus
         from mwc_dist.data.shard import shard_source
+        from mwc_dist.demo.corpus import make_demo_corpus
 
         needed = args.clips * (10 if args.long_form else 1)
         make_demo_corpus(

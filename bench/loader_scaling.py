@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from data_plane import join_long  # noqa: E402
 
 from mwc_dist.config import DataConfig  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
 from mwc_dist.data.stream import Tokenize, TrainStream, build_train_loader, load_shard_set  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 from mwc_dist.models.tokenizer import load_tokenizer  # noqa: E402
 
 

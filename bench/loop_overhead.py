@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import mwc_dist.train as train_module  # noqa: E402
 from mwc_dist.audio.features import LogMel  # noqa: E402
 from mwc_dist.config import DataConfig, ModelConfig, load_config  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 from mwc_dist.models.build import build_model  # noqa: E402
 
 WARMUP = 2

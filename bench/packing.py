@@ -23,9 +23,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mwc_dist.audio.features import LogMel  # noqa: E402
 from mwc_dist.config import DataConfig, ModelConfig  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
 from mwc_dist.data.stream import Tokenize, TrainStream, load_shard_set  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 from mwc_dist.models.build import build_model  # noqa: E402
 
 

@@ -82,8 +82,8 @@ def prepare(args, work: Path) -> None:
     """Shards, the student folder, and the batches of both workloads, saved for the child processes."""
     import mwc_dist.train as train_module
     from mwc_dist.config import DataConfig, load_config
-    from mwc_dist.data.demo import make_demo_corpus
     from mwc_dist.data.shard import shard_source
+    from mwc_dist.demo.corpus import make_demo_corpus
     from mwc_dist.models.build import materialize_preset
     from mwc_dist.models.student import make_student_folder
 

@@ -26,8 +26,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from mwc_dist.audio.decode import decode  # noqa: E402
 from mwc_dist.audio.encode import write_audio  # noqa: E402
 from mwc_dist.config import DataConfig  # noqa: E402
-from mwc_dist.data.demo import make_demo_corpus  # noqa: E402
 from mwc_dist.data.shard import shard_source  # noqa: E402
+from mwc_dist.demo.corpus import make_demo_corpus  # noqa: E402
 
 
 def convert(src: Path, dst: Path, fmt: str) -> None:

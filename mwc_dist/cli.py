@@ -66,7 +66,7 @@ def cmd_shard(args: argparse.Namespace) -> int:
 
 
 def cmd_demo_data(args: argparse.Namespace) -> int:
-    from mwc_dist.data.demo import make_demo_corpus
+    from mwc_dist.demo.corpus import make_demo_corpus
 
     make_demo_corpus(
         args.out,
@@ -253,7 +253,7 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from mwc_dist.demo import Demo
+    from mwc_dist.demo.pipeline import Demo
 
     Demo(Path(args.out), references=args.references).run()
     return 0

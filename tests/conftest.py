@@ -28,8 +28,8 @@ def sentences() -> list[tuple[str, np.ndarray, int]]:
 def demo_shards(tmp_path_factory):
     """Shards of 60 espeak utterances (max 10 s, 9 samples per shard): train, validation and test splits."""
     from mwc_dist.config import DataConfig
-    from mwc_dist.data.demo import make_demo_corpus
     from mwc_dist.data.shard import shard_source
+    from mwc_dist.demo.corpus import make_demo_corpus
 
     root = tmp_path_factory.mktemp("demo_shards")
     make_demo_corpus(root / "data", count=60, test_fraction=0.1, progress=False)

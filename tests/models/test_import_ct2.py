@@ -103,8 +103,8 @@ def _eval(model_dir, shards, language, tmp_path):
 @pytest.fixture(scope="module")
 def speech_shards(tmp_path_factory):
     from mwc_dist.config import DataConfig
-    from mwc_dist.data.demo import make_demo_corpus
     from mwc_dist.data.shard import shard_source
+    from mwc_dist.demo.corpus import make_demo_corpus
 
     out = {}
     for lang in ("es", "en"):

@@ -77,8 +77,8 @@ def test_preempted_job_checkpoints_requeues_and_finishes(slurm, demo_shards, tmp
 
 def test_array_shard_job_equals_one_run(slurm, tmp_path):
     from mwc_dist.config import DataConfig
-    from mwc_dist.data.demo import make_demo_corpus
     from mwc_dist.data.shard import shard_source
+    from mwc_dist.demo.corpus import make_demo_corpus
 
     make_demo_corpus(tmp_path / "data", count=40, progress=False)
     shard_source(

@@ -26,8 +26,8 @@ def _sha(path: Path) -> str:
 @pytest.fixture(scope="module")
 def seed_run(tmp_path_factory):
     from mwc_dist.config import load_config
-    from mwc_dist.data.demo import make_demo_corpus
     from mwc_dist.data.shard import shard_source
+    from mwc_dist.demo.corpus import make_demo_corpus
     from mwc_dist.train import Trainer
 
     tmp = tmp_path_factory.mktemp("seed")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from mwc_dist.cli import build_parser, main
-from mwc_dist.data.demo import FORMAT_CYCLE, NUM_TEST_VOICES, VOICES, make_demo_corpus, plan_corpus
+from mwc_dist.demo.corpus import FORMAT_CYCLE, NUM_TEST_VOICES, VOICES, make_demo_corpus, plan_corpus
 
 MWC = [sys.executable, "-m", "mwc_dist.cli"]
 

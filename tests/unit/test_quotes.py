@@ -5,8 +5,8 @@ import csv
 
 import pytest
 
-from mwc_dist.data.demo import NUM_TEST_VOICES, VOICES, make_demo_corpus, plan_quotes_corpus
-from mwc_dist.data.quotes import FORTUNES_DIR, OOD_TOPICS, normalise, parse_fortunes, read_topics, usable
+from mwc_dist.demo.corpus import NUM_TEST_VOICES, VOICES, make_demo_corpus, plan_quotes_corpus
+from mwc_dist.demo.quotes import FORTUNES_DIR, OOD_TOPICS, normalise, parse_fortunes, read_topics, usable
 
 pytestmark = pytest.mark.skipif(not FORTUNES_DIR.is_dir(), reason="fortunes-es not installed (make setup does it)")
 

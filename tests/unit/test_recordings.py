@@ -149,7 +149,7 @@ def test_demo_recordings_keep_each_clips_true_times(tmp_path, sentences):
 
     import soundfile as sf
 
-    from mwc_dist.data.demo_recordings import make_recordings
+    from mwc_dist.demo.recordings import make_recordings
 
     corpus = tmp_path / "ood"
     (corpus / "test").mkdir(parents=True)

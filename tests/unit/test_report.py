@@ -4,9 +4,9 @@ import json
 
 import pytest
 
+from mwc_dist.demo.report import check_report, write_report
 from mwc_dist.evaluate import write_eval
 from mwc_dist.metrics import compute_metrics
-from mwc_dist.report import check_report, write_report
 
 REFS = ["el niño lee un libro nuevo", "la abuela compra el pan caliente", "mi padre abre la puerta verde"]
 PREDICTIONS = {
@@ -160,7 +160,7 @@ def test_long_form_table_is_recomputed_from_its_predictions(tmp_path):
 
 def _deployment_rows(tmp_path, seconds: dict[tuple[str, str], float]):
     """Deployment rows for every model, tool and test; decode seconds from ``seconds`` by (model, tool)."""
-    from mwc_dist.report_deploy import folder
+    from mwc_dist.demo.paths import deployment_evaluation
 
     for test in ("ood", "ood-long"):
         for name, predictions in PREDICTIONS.items():
@@ -171,7 +171,7 @@ def _deployment_rows(tmp_path, seconds: dict[tuple[str, str], float]):
                 ]
                 metrics = compute_metrics(REFS, predictions, "es")
                 metrics |= {"num_samples": 3, "audio_seconds": 9.0, "decode_seconds": seconds[(name, tool)]}
-                write_eval(tmp_path / folder(test, name, tool), rows, metrics)
+                write_eval(tmp_path / deployment_evaluation(test, name, tool), rows, metrics)
 
 
 def test_deployment_table_judges_the_student_in_the_deployment_tools(tmp_path):

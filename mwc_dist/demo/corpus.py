@@ -283,13 +283,13 @@ def plan_corpus(language: str, count: int, test_fraction: float, seed: int) -> l
 
 
 def plan_quotes_corpus(count: int, test_fraction: float, seed: int) -> dict[str, list[Utterance]]:
-    """The natural-text corpus (mwc_dist.data.quotes): {"indomain": train/validation/test rows, "ood": test rows}.
+    """The natural-text corpus (mwc_dist.demo.quotes): {"indomain": train/validation/test rows, "ood": test rows}.
 
     ``count`` in-domain utterances; test and validation each ``round(count * test_fraction)``, and as many
     out-of-domain test rows. Voices: training voices for train, two voices of its own for validation, the two test
     voices for both test splits.
     """
-    from mwc_dist.data.quotes import read_topics, split_quotes
+    from mwc_dist.demo.quotes import read_topics, split_quotes
 
     num_test = max(1, int(round(count * test_fraction)))
     splits = split_quotes(read_topics(), count - 2 * num_test, num_test, num_test, num_test, seed)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mwc_dist.report_deploy import check_deployment, deployment_section
-from mwc_dist.report_longform import check_long_form, long_form_section
+from mwc_dist.demo import paths
+from mwc_dist.demo.report_deploy import check_deployment, deployment_section
+from mwc_dist.demo.report_longform import check_long_form, long_form_section
 
 ROWS = [
     ("base", "whisper-base (imported, no fine-tuning)"),
@@ -18,8 +19,8 @@ ROWS = [
 ]
 
 
-def _load(out: Path, name: str) -> dict | None:
-    path = out / "eval" / name / "metrics.json"  # name: "<split>/<model>"
+def _load(out: Path, split: str, model: str) -> dict | None:
+    path = out / paths.evaluation(split, model) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -130,7 +131,8 @@ def _goals(m: dict[str, dict | None], loops: dict[str, float], guarded_loops: di
 
 def _corpus(out: Path) -> list[str]:
     counts = {}
-    for shards, split in (("shards", "train"), ("shards", "validation"), ("shards", "test"), ("shards-ood", "test")):
+    indomain, ood = paths.SHARDS["indomain"], paths.SHARDS["ood"]
+    for shards, split in ((indomain, "train"), (indomain, "validation"), (indomain, "test"), (ood, "test")):
         path = out / shards / f"{split}.manifest.json"
         if path.is_file():
             manifest = json.loads(path.read_text())
@@ -154,9 +156,9 @@ def _pseudo_labels(out: Path) -> list[str]:
     (the thresholds of the student's own config.yaml) dropped, by reason."""
     import yaml
 
-    student = out / "runs" / "student"
+    student = out / paths.RUNS["student"]
     labelled, run, config = (
-        out / "shards-pseudo" / "pseudo_labels.json",
+        out / paths.PSEUDO_LABELS / "pseudo_labels.json",
         student / "run_summary.json",
         student / "config.yaml",
     )
@@ -177,12 +179,12 @@ def _pseudo_labels(out: Path) -> list[str]:
         f"{summary['num_samples']} training clips; the quality filter (WER against the reference <= "
         f"{data['pseudo_max_wer']:.0%}, mean log-probability >= {data['pseudo_min_avg_logprob']:g}, compression "
         f"ratio <= {data['pseudo_max_compression_ratio']:g}, no looping n-gram, not empty) kept {kept} and dropped "
-        f"{sum(dropped.values())}: {reasons} ([pseudo_labels.json](shards-pseudo/pseudo_labels.json))",
+        f"{sum(dropped.values())}: {reasons} ([pseudo_labels.json]({paths.PSEUDO_LABELS}/pseudo_labels.json))",
     ]
 
 
 def _parity(out: Path) -> list[str]:
-    parity = out / "exports" / "student" / "parity.json"
+    parity = out / paths.exports("student") / "parity.json"
     if not parity.is_file():
         return []
     p = json.loads(parity.read_text()).get("parity", {})
@@ -194,7 +196,7 @@ def _parity(out: Path) -> list[str]:
                 f"- {fmt}: {e['identical_clips']}/{p['clips']} clips with PyTorch's exact tokens, encoder "
                 f"max-abs difference {e['encoder_max_abs_diff']:.2e} — {'ok' if e['ok'] else 'FAILED'}"
             )
-    lines.append("- details: [parity.json](exports/student/parity.json)")
+    lines.append(f"- details: [parity.json]({paths.exports('student')}/parity.json)")
     warning = json.loads(parity.read_text()).get("warning")
     if warning:  # a parity in our own decoder is not a deployment: say which tools cannot run it
         lines.append(f"- **deployment**: {warning}")
@@ -218,7 +220,7 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
     guarded_loops: dict[str, float] = {}
     headline: dict[str, dict | None] = {}
     for split, title, what in SPLITS:
-        m = {name: _load(out, f"{split}/{name}") for name, _ in ROWS}
+        m = {name: _load(out, split, name) for name, _ in ROWS}
         headline = headline or m
         loops |= {f"{name}, {split}": r["loop_rate"] for name, r in m.items() if r}
         guarded_loops |= {
@@ -226,12 +228,12 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
         }
         lines += [f"## {title}", "", what + ".", "", COLUMNS, "|" + " --- |" * 16]
         lines += [
-            _row(label, m[name], f"eval/{split}/{name}/predictions.jsonl")
+            _row(label, m[name], f"{paths.evaluation(split, name)}/predictions.jsonl")
             for name, label in ROWS
             if m[name] is not None  # the demo evaluates the base and the exports out of domain only
         ]
         lines.append("")
-    teacher, student = out / "runs" / "finetune", out / "runs" / "student"
+    teacher, student = out / paths.RUNS["finetuned"], out / paths.RUNS["student"]
     lines += [
         "## Models",
         "",
@@ -247,9 +249,9 @@ def write_report(out: Path, timings: dict[str, float]) -> Path:
     lines += ["", *long_form_section(out)]
     lines += deployment_section(out)
     lines += ["## Training curves", ""]
-    for run in ("finetune", "student"):
-        if (out / "runs" / run / "training_curves.png").is_file():
-            lines.append(f"![{run}](runs/{run}/training_curves.png)")
+    for run in paths.RUNS.values():
+        if (out / run / "training_curves.png").is_file():
+            lines.append(f"![{Path(run).name}]({run}/training_curves.png)")
     lines += ["", "## Time per step (seconds, this machine)", "", "| step | seconds |", "| --- | --- |"]
     lines += [f"| {k} | {v:.0f} |" for k, v in timings.items()]
     path = out / "REPORT.md"

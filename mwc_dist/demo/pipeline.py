@@ -37,20 +37,21 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from mwc_dist.demo import paths
+
+ROOT = Path(__file__).resolve().parents[2]
 NUM_UTTERANCES = 1200  # in domain: 1104 train, 48 validation, 48 test; and 48 out-of-domain test
 TEST_FRACTION = 0.04
 TEST_CLIPS = 48
-# the two test splits: shard folder under the demo's output
-TEST_SETS = {"ood": "shards-ood", "indomain": "shards"}
+# the two test splits (out of domain first: the headline)
+TEST_SPLITS = ("ood", "indomain")
 MAX_NEW_TOKENS = 40
 STUDENT_DECODER_LAYERS = 4  # of whisper-base's 6, chosen on validation in faster-whisper (docs/DEMO_TUNING.md)
 # the teacher labels the first 2 of the 12 training shards, one per process (200 clips: ~170 s on 2 cores, the
 # fewest that give both ranks a shard); the student's 20 steps x 8 clips x 2 ranks read what the filter keeps
 PSEUDO_SHARDS = 2
-LONG_FORM_DATA = "ood-long"  # under data/: the out-of-domain clips as 60-90 s recordings (data/demo_recordings.py)
 # the exports are evaluated on the headline split only (the in-domain one would add ~30 s; parity is checked)
-EXPORT_TEST_SETS = {"ood": "shards-ood"}
+EXPORT_TEST_SPLITS = ("ood",)
 
 
 class Demo:
@@ -74,25 +75,26 @@ class Demo:
 
     # ------------------------------------------------------------------------------------ steps
     def data(self):
-        from mwc_dist.data.demo import make_demo_corpus
-        from mwc_dist.data.demo_recordings import make_recordings
+        from mwc_dist.demo.corpus import make_demo_corpus
+        from mwc_dist.demo.recordings import make_recordings
 
-        make_demo_corpus(self.out / "data", count=NUM_UTTERANCES, test_fraction=TEST_FRACTION, text="quotes")
+        corpora = self.out / Path(paths.CORPORA["indomain"]).parent  # make_demo_corpus writes both corpora there
+        make_demo_corpus(corpora, count=NUM_UTTERANCES, test_fraction=TEST_FRACTION, text="quotes")
         # the long-form test: the out-of-domain clips joined into 60-90 s recordings, with their true times
-        make_recordings(self.out / "data" / "ood", self.out / "data" / LONG_FORM_DATA)
+        make_recordings(self.out / paths.CORPORA["ood"], self.out / paths.LONG_FORM_DATA)
 
     def shards(self):
         from mwc_dist.config import load_config
         from mwc_dist.data.shard import shard_source
 
-        for corpus, shards in (("indomain", "shards"), ("ood", "shards-ood")):
-            cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.source={self.out / 'data' / corpus}"])
-            shard_source(cfg.data, self.out / shards, overwrite=True)
+        for corpus, source in paths.CORPORA.items():
+            cfg = load_config(ROOT / "configs" / "demo.yaml", [f"data.source={self.out / source}"])
+            shard_source(cfg.data, self.out / paths.SHARDS[corpus], overwrite=True)
 
     def import_base(self):
         from mwc_dist.models.ct2_import import import_ct2, package_sources
 
-        import_ct2(package_sources("whisper-base"), self.out / "models" / "whisper-base")
+        import_ct2(package_sources("whisper-base"), self.out / paths.BASE_MODEL)
 
     def launch(self, module: str, *args: str):
         """``accelerate launch`` on 2 CPU processes (accelerate_configs/cpu_2proc.yaml)."""
@@ -107,17 +109,17 @@ class Demo:
     def finetune(self):
         self.train(
             "demo_finetune.yaml",
-            f"data.shard_dir={self.out / 'shards'}",
-            f"model.base_model={self.out / 'models' / 'whisper-base'}",
-            f"train.output_dir={self.out / 'runs' / 'finetune'}",
+            f"data.shard_dir={self.out / paths.SHARDS['indomain']}",
+            f"model.base_model={self.out / paths.BASE_MODEL}",
+            f"train.output_dir={self.out / paths.RUNS['finetuned']}",
         )
 
     def pseudo_label(self):
-        teacher = self.out / "runs" / "finetune" / "final"
+        teacher, shards = self.out / paths.MODELS["finetuned"], self.out / paths.SHARDS["indomain"]
         self.launch(
             "mwc_dist.cli",
             "pseudo-label",
-            *("--model", str(teacher), "--data", str(self.out / "shards"), "--out", str(self.out / "shards-pseudo")),
+            *("--model", str(teacher), "--data", str(shards), "--out", str(self.out / paths.PSEUDO_LABELS)),
             *("--max-shards", str(PSEUDO_SHARDS), "--batch-size", "16", "--max-new-tokens", str(MAX_NEW_TOKENS)),
             *("--language", "es", "--backend", "ct2", "--compute-type", "int8"),
         )
@@ -125,17 +127,17 @@ class Demo:
     def distill(self):
         from mwc_dist.models.student import make_student_folder
 
-        teacher = self.out / "runs" / "finetune" / "final"
-        make_student_folder(str(teacher), STUDENT_DECODER_LAYERS, str(self.out / "models" / "student-init"))
-        targets = [f"data.shard_dir={self.out / 'shards'}"]
+        teacher = self.out / paths.MODELS["finetuned"]
+        make_student_folder(str(teacher), STUDENT_DECODER_LAYERS, str(self.out / paths.STUDENT_INIT))
+        targets = [f"data.shard_dir={self.out / paths.SHARDS['indomain']}"]
         if self.pseudo_labels:
-            targets = [f"data.shard_dir={self.out / 'shards-pseudo'}", "data.text_field=teacher_text"]
+            targets = [f"data.shard_dir={self.out / paths.PSEUDO_LABELS}", "data.text_field=teacher_text"]
         self.train(
             "demo_distill.yaml",
             *targets,
-            f"model.base_model={self.out / 'models' / 'student-init'}",
+            f"model.base_model={self.out / paths.STUDENT_INIT}",
             f"model.teacher_model={teacher}",
-            f"train.output_dir={self.out / 'runs' / 'student'}",
+            f"train.output_dir={self.out / paths.RUNS['student']}",
         )
 
     def evaluate(self):
@@ -144,14 +146,14 @@ class Demo:
         from mwc_dist.evaluate import run_eval
         from mwc_dist.inference import Guard
 
-        for split, shards in TEST_SETS.items():
-            for name, model in _models(self.out).items():
+        for split in TEST_SPLITS:
+            for name, model in paths.models(self.out).items():
                 if name == "base" and split != "ood":
                     continue  # ~45 s of the 20-minute budget; the base's in-domain WER was 0.504 (docs/DEMO_TUNING.md)
                 run_eval(
                     str(model),
-                    str(self.out / shards),
-                    str(self.out / "eval" / split / name),
+                    str(self.out / paths.SHARDS[split]),
+                    str(self.out / paths.evaluation(split, name)),
                     split="test",
                     language="es",
                     batch_size=8,
@@ -169,10 +171,10 @@ class Demo:
         from mwc_dist.inference import Guard
         from mwc_dist.longform import LongFormEval, run_long_form_eval
 
-        for name, model in _models(self.out).items():
+        for name, model in paths.models(self.out).items():
             guard = Guard(logprob_threshold=None) if name == "base" else Guard()  # as in the short-form evaluation
             options = LongFormEval("es", guard=guard, max_new_tokens=224, chunked=False)
-            data, out = self.out / "data" / LONG_FORM_DATA, self.out / "eval" / "ood-long" / name
+            data, out = self.out / paths.LONG_FORM_DATA, self.out / paths.long_form_evaluation(name)
             run_long_form_eval(str(model), str(data), str(out), options=options)
 
     def export(self):
@@ -180,14 +182,14 @@ class Demo:
         the deployment table loads (SafeTensors for transformers' pipeline, CTranslate2 for faster-whisper)."""
         from mwc_dist.export import clips_from_shards, export_model
 
-        clips, refs, _ = clips_from_shards(self.out / "shards", "test", 8)
-        models = _models(self.out)
+        clips, refs, _ = clips_from_shards(self.out / paths.SHARDS["indomain"], "test", 8)
+        models = paths.models(self.out)
         formats = ["safetensors", "onnx", "ct2"]
         export_model(
-            models["student"], self.out / "exports" / "student", formats, clips=clips, references=refs, language="es"
+            models["student"], self.out / paths.exports("student"), formats, clips=clips, references=refs, language="es"
         )
         for name in ("base", "finetuned"):
-            export_model(models[name], self.out / "exports" / name, ["safetensors", "ct2"])
+            export_model(models[name], self.out / paths.exports(name), ["safetensors", "ct2"])
 
     def evaluate_exports(self):
         """The student's ONNX and CTranslate2 exports on the same out-of-domain test clips (greedy), through
@@ -195,38 +197,37 @@ class Demo:
         from mwc_dist.data.stream import first_clips
         from mwc_dist.inference import load_backend
 
-        exports = self.out / "exports" / "student"
+        exports = self.out / paths.exports("student")
         for kind in ("onnx", "ct2"):
             backend = load_backend(kind, exports / kind)
-            for split, shards in EXPORT_TEST_SETS.items():
+            for split in EXPORT_TEST_SPLITS:
                 rows = _export_eval(
                     backend,
-                    first_clips(self.out / shards, "test", TEST_CLIPS),
-                    self.out / "eval" / split / f"student-{kind}",
+                    first_clips(self.out / paths.SHARDS[split], "test", TEST_CLIPS),
+                    self.out / paths.evaluation(split, f"student-{kind}"),
                 )
-                pytorch = {r["key"] for r in _rows(self.out / "eval" / split / "student")}
+                pytorch = {r["key"] for r in _rows(self.out / paths.evaluation(split, "student"))}
                 assert not pytorch or {r["key"] for r in rows} == pytorch
 
     def evaluate_deployment(self):
         """Base, teacher and student in faster-whisper (CTranslate2 export) and transformers' pipeline (SafeTensors
         export) on the out-of-domain clips and recordings; a row already written is reused."""
         from mwc_dist.deployment import clip_items, recording_items, run_deployment_eval
-        from mwc_dist.report_deploy import folder
 
         tests = {
-            "ood": clip_items(self.out / "shards-ood", "test", TEST_CLIPS),
-            "ood-long": recording_items(self.out / "data" / LONG_FORM_DATA, "es"),
+            "ood": clip_items(self.out / paths.SHARDS["ood"], "test", TEST_CLIPS),
+            "ood-long": recording_items(self.out / paths.LONG_FORM_DATA, "es"),
         }
         for test, items in tests.items():
-            for name in _models(self.out):
-                exports = self.out / "exports" / name
+            for name in paths.MODELS:
+                exports = self.out / paths.exports(name)
                 for tool, model in (("faster-whisper", exports / "ct2"), ("pipeline", exports / "safetensors")):
-                    out = self.out / folder(test, name, tool)
+                    out = self.out / paths.deployment_evaluation(test, name, tool)
                     if not (out / "metrics.json").is_file():
                         run_deployment_eval(tool, model, items, out, "es")
 
     def report(self):
-        from mwc_dist.report import write_report
+        from mwc_dist.demo.report import write_report
 
         write_report(self.out, self.timings)
 
@@ -240,7 +241,7 @@ class Demo:
             self.step(name, getattr(self, name))
         self.timings["total (this run)"] = time.perf_counter() - start
         self.report()
-        from mwc_dist.report import check_report
+        from mwc_dist.demo.report import check_report
 
         rows = check_report(self.out)  # every number recomputed from the predictions file it links
         print(
@@ -248,16 +249,6 @@ class Demo:
             flush=True,
         )
         return self.out / "REPORT.md"
-
-
-def _models(out: Path) -> dict[str, Path]:
-    """The three models the demo evaluates."""
-    runs = out / "runs"
-    return {
-        "base": out / "models" / "whisper-base",
-        "finetuned": runs / "finetune" / "final",
-        "student": runs / "student" / "final",
-    }
 
 
 def _export_eval(backend, clips: list[dict], out: Path) -> list[dict]:

@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mwc_dist.demo.paths import deployment_evaluation
+
 MODELS = [("base", "whisper-base (no fine-tuning)"), ("finetuned", "fine-tuned (the teacher)"), ("student", "student")]
 TOOLS = [
     (
@@ -20,13 +22,8 @@ HEADER = "| deployed model | tool | test | WER | CER | files | audio s | decode 
 SPEED_GOAL, WER_GOAL = 1.5, 1.3  # the student: at least 1.5x as fast as its teacher, WER at most 1.3x
 
 
-def folder(test: str, model: str, tool: str) -> str:
-    """Under the demo's output: where run_deployment_eval writes one row's files."""
-    return f"eval/deploy/{test}/{model}-{tool}"
-
-
 def _load(out: Path, test: str, model: str, tool: str) -> dict | None:
-    path = out / folder(test, model, tool) / "metrics.json"
+    path = out / deployment_evaluation(test, model, tool) / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -59,7 +56,7 @@ def deployment_section(out: Path) -> list[str]:
         lines.append(
             f"| {label} | {tool} | {test} | {r['wer']:.4f} | {r['cer']:.4f} | {r['num_samples']} | "
             f"{r['audio_seconds']:.0f} | {r['decode_seconds']:.1f} | {r['audio_seconds'] / r['decode_seconds']:.1f} | "
-            f"[predictions]({folder(test, model, tool)}/predictions.jsonl) |"
+            f"[predictions]({deployment_evaluation(test, model, tool)}/predictions.jsonl) |"
         )
     return lines + ["", *_goals(m), ""]
 

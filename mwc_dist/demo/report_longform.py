@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mwc_dist.demo.paths import long_form_evaluation
+
 ROWS = [
     ("base", "whisper-base (imported, no fine-tuning)"),
     ("finetuned", "fine-tuned (QLoRA, merged)"),
@@ -18,7 +20,7 @@ HEADER = (
 
 
 def _load(out: Path, name: str) -> dict | None:
-    path = out / "eval" / "ood-long" / name / "metrics_long.json"
+    path = out / long_form_evaluation(name) / "metrics_long.json"
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -50,7 +52,7 @@ def long_form_section(out: Path) -> list[str]:
         if m is None:
             continue
         s = m["sequential"]
-        link = f"eval/ood-long/{name}/predictions_long.jsonl"
+        link = f"{long_form_evaluation(name)}/predictions_long.jsonl"
         mode = ", ".join(s["modes"])
         rtf = m["audio_seconds"] / s["decode_seconds"] if s["decode_seconds"] else 0.0
         lines.append(
