@@ -45,7 +45,7 @@ def optimum_backend(path: Path):
     """ONNX Runtime through optimum's generate (the ecosystem's own path), with the Backend interface."""
     from optimum.onnxruntime import ORTModelForSpeechSeq2Seq
 
-    from mwc_dist.inference import Backend, PyTorchBackend
+    from mwc_dist.inference.backends import Backend, PyTorchBackend
 
     class OptimumBackend(PyTorchBackend):
         def __init__(self, model_dir):
@@ -62,7 +62,7 @@ def main() -> None:
     import torch
 
     from mwc_dist.export import clips_from_shards, export_ct2, export_onnx
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model")

@@ -89,7 +89,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from mwc_dist.evaluate import run_eval
-    from mwc_dist.inference import Guard
+    from mwc_dist.inference.decoding import Guard
 
     if args.long_form:
         return _eval_long_form(args)
@@ -111,7 +111,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def _eval_long_form(args: argparse.Namespace) -> int:
-    from mwc_dist.inference import Guard
+    from mwc_dist.inference.decoding import Guard
     from mwc_dist.longform import LongFormEval, run_long_form_eval
 
     guard = None if args.no_guard else Guard()
@@ -155,7 +155,7 @@ def cmd_pseudo_label(args: argparse.Namespace) -> int:
 
 def _pseudo_label_long(args: argparse.Namespace) -> int:
     from mwc_dist.data.pseudo_long import pseudo_label_recordings
-    from mwc_dist.inference import Guard
+    from mwc_dist.inference.decoding import Guard
 
     if args.backend != "pytorch":
         print("error: --long-form decodes with --backend pytorch (sequential, timestamps)", file=sys.stderr)
@@ -222,7 +222,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_transcribe(args: argparse.Namespace) -> int:
     from mwc_dist.audio.decode import AudioError, load_audio
-    from mwc_dist.inference import Guard, format_output, load_backend, transcribe
+    from mwc_dist.inference.backends import load_backend
+    from mwc_dist.inference.decoding import Guard
+    from mwc_dist.inference.windows import format_output, transcribe
     from mwc_dist.longform import transcribe_long
 
     backend = load_backend(args.backend, args.model, compute_type=args.compute_type)

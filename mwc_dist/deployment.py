@@ -53,7 +53,7 @@ def hf_pipeline(model_dir: str | Path, language: str, batch_size: int = 4):
     """wave -> text through transformers' ASR pipeline, chunked (30 s; the pipeline's default stride)."""
     from transformers import pipeline
 
-    from mwc_dist.inference import quiet_transformers
+    from mwc_dist.inference.decoding import quiet_transformers
 
     with quiet_transformers():
         asr = pipeline("automatic-speech-recognition", model=str(model_dir), device="cpu")

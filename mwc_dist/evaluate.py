@@ -14,6 +14,7 @@ import dataclasses
 import functools
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,14 @@ import torch
 from mwc_dist.atomic import write_atomic
 from mwc_dist.audio.features import LogMel
 from mwc_dist.data.stream import ShardSet, Tokenize, eval_batches
-from mwc_dist.inference import Decoded, Guard, decode_with_fallback, quiet_transformers, torch_decode
+from mwc_dist.inference.decoding import (
+    Decoded,
+    Guard,
+    decode_with_fallback,
+    generate_kwargs,
+    quiet_transformers,
+    torch_decode,
+)
 from mwc_dist.metrics import compute_metrics
 
 
@@ -46,6 +54,16 @@ def label_loss(model, log_mel: LogMel, batch: dict[str, Any]) -> tuple[float, in
     return (float(out.loss) * tokens, tokens) if tokens else (0.0, 0)
 
 
+@dataclass
+class Generated:
+    """One batch's decoding: the greedy texts; with a guard, each row's guarded decoding (Whisper's temperature
+    fallback; else None) and the seconds the greedy pass took (features included)."""
+
+    texts: list[str]
+    guarded: list[Decoded] | None
+    greedy_seconds: float
+
+
 @torch.no_grad()
 def generate_batch(
     model,
@@ -58,25 +76,22 @@ def generate_batch(
     num_beams: int = 1,
     synced_gpus: bool = False,
     guard: Guard | None = None,
-) -> list[str] | tuple[list[str], list[Decoded], float]:
-    """Predicted texts; with ``guard``, also each row's guarded decoding (Whisper's temperature fallback) and the
-    seconds the greedy pass took."""
+) -> Generated:
+    """The batch's predicted texts; with ``guard``, also each row's guarded decoding."""
     began = time.perf_counter()
     features = _features(model, log_mel, batch["audio"])
     languages = {lang for lang in batch["languages"] if lang} or ({language} if language else set())
     prompt = 4  # <|startoftranscript|><|lang|><|task|><|notimestamps|>
     max_new = min(max_length, model.config.max_target_positions - prompt)
-    kwargs = {"max_new_tokens": max_new, "num_beams": num_beams}
+    forced = None
+    if len(languages) == 1:
+        forced = languages.pop()
+    elif languages:  # a mixed-language batch: one forced language per row
+        forced = [lang or language for lang in batch["languages"]]
+    multilingual = getattr(model.generation_config, "is_multilingual", True)
+    kwargs = generate_kwargs(multilingual, forced, task, max_new, num_beams)
     if synced_gpus:  # ZeRO-3: every forward gathers weights from all ranks, so all ranks decode until all are done
         kwargs["synced_gpus"] = True
-    if not getattr(model.generation_config, "is_multilingual", True):
-        languages = set()  # English-only models take neither language nor task
-    else:
-        kwargs["task"] = task
-    if len(languages) == 1:
-        kwargs["language"] = languages.pop()
-    elif languages:  # a mixed-language batch: one forced language per row
-        kwargs["language"] = [lang or language for lang in batch["languages"]]
     if guard is not None:
         spent = [time.perf_counter() - began]  # features + the greedy pass: the decode speed reported is greedy's
 
@@ -89,10 +104,11 @@ def generate_batch(
         greedy, guarded = decode_with_fallback(
             decode, features, guard, lambda ids: tokenizer.decode(ids, skip_special_tokens=True).strip()
         )
-        return [g.text for g in greedy], guarded, spent[0]
+        return Generated([g.text for g in greedy], guarded, spent[0])
     with quiet_transformers():  # Whisper's generate warns about its own logits processors on every call
         ids = model.generate(input_features=features, **kwargs)
-    return [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    texts = [t.strip() for t in tokenizer.batch_decode(ids, skip_special_tokens=True)]
+    return Generated(texts, None, time.perf_counter() - began)
 
 
 def evaluate(
@@ -143,7 +159,7 @@ def evaluate(
         guard=guard,
     )
     loss_of = functools.partial(label_loss, unwrapped, log_mel) if with_loss else _no_loss
-    rows, seconds, greedy_seconds, loss = _transcribe_share(batches, decode, loss_of, guarded=guard is not None)
+    rows, seconds, greedy_seconds, loss = _transcribe_share(batches, decode, loss_of)
     took = time.perf_counter() - start - loss["seconds"]  # decoding only
     rows = sorted(gather_object(rows), key=lambda r: r["key"])  # collective: every rank's rows
     greedy = greedy_seconds if guard is not None else took
@@ -175,7 +191,7 @@ def _rank_batches(accelerator, shards, tokenize, batch_size, max_samples, limit,
     return _lockstep(accelerator, batches, max_samples, language) if zero3 else batches
 
 
-def _transcribe_share(batches, decode, loss_of, guarded: bool) -> tuple[list[dict], float, float, dict]:
+def _transcribe_share(batches, decode, loss_of) -> tuple[list[dict], float, float, dict]:
     """This rank's rows (key, reference, prediction[, prediction_guarded]), audio seconds, greedy decode seconds,
     and its label loss (sum over tokens, tokens, seconds spent)."""
     rows, seconds, greedy_seconds = [], 0.0, 0.0
@@ -185,18 +201,17 @@ def _transcribe_share(batches, decode, loss_of, guarded: bool) -> tuple[list[dic
         total, tokens = loss_of(batch)  # a forward on every rank, fillers included (collective under ZeRO-3)
         loss["seconds"] += time.perf_counter() - began
         out = decode(batch)
-        predictions, guarded_rows, greedy_took = out if guarded else (out, None, 0.0)
         if batch.get("filler"):  # ZeRO-3 lock-step: a rank with no data left still joins the collective forward
             continue
         seconds += batch["seconds"]
-        greedy_seconds += greedy_took
+        greedy_seconds += out.greedy_seconds
         loss["sum"] += total
         loss["tokens"] += tokens
         new = [
             {"key": k, "reference": r, "prediction": p, "language": lang}
-            for k, r, p, lang in zip(batch["keys"], batch["texts"], predictions, batch["languages"])
+            for k, r, p, lang in zip(batch["keys"], batch["texts"], out.texts, batch["languages"])
         ]
-        for row, g in zip(new, guarded_rows or []):
+        for row, g in zip(new, out.guarded or []):
             row |= {"prediction_guarded": g.text, "fallback_temperature": g.temperature}
         rows += new
     return rows, seconds, greedy_seconds, loss

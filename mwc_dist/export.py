@@ -181,7 +181,7 @@ def check_parity(
     max_new_tokens: int = 64,
 ) -> dict[str, Any]:
     """Compare each export's greedy ids and encoder output with PyTorch's; raise ExportError on a failure."""
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
     from mwc_dist.metrics import compute_metrics
 
     reference = load_backend("pytorch", model_dir)

@@ -29,7 +29,9 @@ import numpy as np
 import torch
 
 from mwc_dist.audio.decode import SAMPLE_RATE
-from mwc_dist.inference import Backend, Guard, Segment, transcribe
+from mwc_dist.inference.backends import Backend
+from mwc_dist.inference.decoding import Guard
+from mwc_dist.inference.windows import Segment, transcribe
 
 # most new tokens per second of window by default (10 s: 80; 30 s: 220, the room a full prompt leaves); fast
 # speech is ~6
@@ -63,7 +65,8 @@ def sequential_segments(
 
     ``max_new_tokens`` per window (None: ``TOKENS_PER_SECOND`` x the window; at most what a full prompt leaves of
     the decoder): a window that loops stops there instead of running on, once per fallback temperature."""
-    from mwc_dist.inference import PyTorchBackend, quiet_transformers
+    from mwc_dist.inference.backends import PyTorchBackend
+    from mwc_dist.inference.decoding import quiet_transformers
 
     assert isinstance(backend, PyTorchBackend)
     fe = backend.processor.feature_extractor
@@ -136,7 +139,7 @@ def transcribe_long(
 ) -> LongFormResult:
     """A whole recording: sequentially with the model's timestamps where it can (see the module docstring),
     else cut in pauses (``mode`` says which, and why)."""
-    from mwc_dist.inference import PyTorchBackend
+    from mwc_dist.inference.backends import PyTorchBackend
 
     start = time.perf_counter()
     wave = np.asarray(wave, dtype=np.float32)
@@ -277,7 +280,7 @@ def run_long_form_eval(
     from accelerate.utils import gather_object
 
     from mwc_dist.dist import build_process_state
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
 
     options = options or LongFormEval()
     state = build_process_state()  # gloo on CPU; refuses a launcher/world mismatch

@@ -70,7 +70,7 @@ class QualityFilter:
 def quality_of(teacher_text: str, avg_logprob: float, reference: str | None, language: str | None) -> dict[str, Any]:
     import jiwer
 
-    from mwc_dist.inference import compression_ratio
+    from mwc_dist.inference.decoding import compression_ratio
     from mwc_dist.metrics import normalizer, repeated_run
 
     norm = normalizer(language)
@@ -181,7 +181,7 @@ def pseudo_label(
     decodes with ``compute_type`` (``int8``: 8-bit weights, the fastest on CPUs)."""
     from mwc_dist.data.stream import ShardSet, load_shard_set
     from mwc_dist.dist import build_process_state
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
 
     state = build_process_state()
     shard_dir, out = Path(shard_dir), Path(out)

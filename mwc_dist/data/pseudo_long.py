@@ -107,7 +107,7 @@ def pseudo_label_recordings(
     from mwc_dist.data.pseudo import _claim
     from mwc_dist.data.sources import list_items
     from mwc_dist.dist import build_process_state
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
 
     state = build_process_state()
     out = Path(out)

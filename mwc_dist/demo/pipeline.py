@@ -144,7 +144,7 @@ class Demo:
         """The fine-tuned teacher and the student on both test splits, the base out of domain (the headline); greedy
         and guarded (Whisper's temperature fallback)."""
         from mwc_dist.evaluate import run_eval
-        from mwc_dist.inference import Guard
+        from mwc_dist.inference.decoding import Guard
 
         for split in TEST_SPLITS:
             for name, model in paths.models(self.out).items():
@@ -168,7 +168,7 @@ class Demo:
     def evaluate_long_form(self):
         """Base, fine-tuned and student on the out-of-domain recordings, decoded sequentially with their own
         timestamps and previous text (mwc_dist.longform)."""
-        from mwc_dist.inference import Guard
+        from mwc_dist.inference.decoding import Guard
         from mwc_dist.longform import LongFormEval, run_long_form_eval
 
         for name, model in paths.models(self.out).items():
@@ -195,7 +195,7 @@ class Demo:
         """The student's ONNX and CTranslate2 exports on the same out-of-domain test clips (greedy), through
         mwc_dist.inference."""
         from mwc_dist.data.stream import first_clips
-        from mwc_dist.inference import load_backend
+        from mwc_dist.inference.backends import load_backend
 
         exports = self.out / paths.exports("student")
         for kind in ("onnx", "ct2"):

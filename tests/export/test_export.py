@@ -157,7 +157,8 @@ def test_transcribe_same_text_through_all_backends_in_seven_formats(exported, tm
 
 
 def test_backends_agree_on_log_probabilities_and_each_runs_the_fallback(exported):
-    from mwc_dist.inference import Guard, decode_with_fallback, load_backend
+    from mwc_dist.inference.backends import load_backend
+    from mwc_dist.inference.decoding import Guard, decode_with_fallback
 
     out, _, clips, language = exported
     greedy = {}
@@ -216,7 +217,7 @@ def test_onnx_optimize_key_exports_optimised_files_that_agree_with_pytorch(train
 
     from mwc_dist.config import ExportConfig
     from mwc_dist.final import export_final
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
 
     export = ExportConfig(export_onnx=True, onnx_optimize=True, output_dir=str(tmp_path / "exports"))
     export_final(trained, export, str(demo_shards), "test", language="es", task="transcribe")

@@ -21,7 +21,8 @@ from mwc_dist.audio.decode import load_audio
 from mwc_dist.audio.encode import write_audio
 from mwc_dist.cli import main
 from mwc_dist.export import export_model
-from mwc_dist.inference import load_backend, transcribe
+from mwc_dist.inference.backends import load_backend
+from mwc_dist.inference.windows import transcribe
 from mwc_dist.metrics import compute_metrics
 from mwc_dist.models.ct2_import import import_ct2, package_sources
 from mwc_dist.models.student import make_student_folder

@@ -1,11 +1,11 @@
-"""Whisper's temperature fallback (mwc_dist.inference.decode_with_fallback): which rows are decoded again, and which
-candidate is kept. The decoder here is a table (the selection logic is pure); tests/export runs it through the
+"""Whisper's temperature fallback (mwc_dist.inference.decoding.decode_with_fallback): which rows are decoded again,
+and which candidate is kept. The decoder here is a table (the selection logic is pure); tests/export runs it through the
 three real backends."""
 
 import pytest
 import torch
 
-from mwc_dist.inference import Guard, compression_ratio, decode_with_fallback
+from mwc_dist.inference.decoding import Guard, compression_ratio, decode_with_fallback
 from mwc_dist.metrics import repeated_run
 
 LOOP = "en las " * 20

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from mwc_dist.inference import cut_points
+from mwc_dist.inference.windows import cut_points
 
 
 def _spoken(sentences, pause_seconds=0.4):
@@ -47,7 +47,7 @@ def test_a_model_without_timestamps_is_cut_in_pauses_and_says_so(tmp_path, sente
     recording is transcribed in pause-cut windows, and the result's mode says why."""
     from mwc_dist import longform
     from mwc_dist.config import ModelConfig
-    from mwc_dist.inference import load_backend
+    from mwc_dist.inference.backends import load_backend
     from mwc_dist.models.build import build_model
 
     model, processor = build_model(ModelConfig(base_model="tiny-random"))
