@@ -5,8 +5,9 @@ data.mix_shard_dirs; train.max_steps sets the length). Each rank and loader work
 seeded by (train.seed, rank, worker), as WebDataset's ``resampled=True`` does:
 
     for every sample: a set i ~ p (mix_probabilities) -> the next sample of set i, whose endless reader draws
-    a shard of i with replacement and reads it through -> shuffle buffer -> augmentation plan -> duration
-    buckets -> batches -> (skip what was consumed before a resume) -> decode, tokenise, collate
+    a shard of i with replacement and reads it through -> the sample stages an epoch runs too (data/stages.py:
+    shuffle buffer -> augmentation plan -> packing -> label plan -> duration buckets -> batches)
+    -> (skip what was consumed before a resume) -> decode, tokenise, collate
 
 Every worker's stream is endless, so every rank takes the same number of steps with nothing left out. Exact
 resume replays the stream up to this rank's position without decoding (reading the tar members again: the
@@ -19,20 +20,10 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
-from torch.utils.data import get_worker_info
+from torch.utils.data import IterableDataset
 
-from mwc_dist.audio.decode import SAMPLE_RATE
-from mwc_dist.data.pack import pack_samples
-from mwc_dist.data.stream import (
-    ShardSet,
-    Tokenize,
-    TrainStream,
-    bucket_batches,
-    collate,
-    plan_augmentation,
-    resume_skip,
-    tar_samples,
-)
+from mwc_dist.data.stages import Draw, Stages, logical_worker, resume_skip
+from mwc_dist.data.stream import ShardSet, Tokenize, collate, tar_samples
 
 
 def mix_probabilities(sizes: list[int], weights: list[float], temperature: float) -> list[float]:
@@ -48,20 +39,44 @@ def _endless(urls: list[str], rng: random.Random, select=None) -> Iterator[dict[
         yield from select(samples) if select is not None else samples
 
 
-class ResampledStream(TrainStream):
+class ResampledStream(IterableDataset):
     """One rank's endless training batches (see the module docstring); batches carry ``sources`` (set indices).
 
-    A TrainStream's options (batch size, seed, rank, workers, shuffle, buckets, resume position, augmentation,
-    pseudo-label selection) over several sets; what differs is where the samples come from and that it never ends.
-    """
+    The same sample stages as an epoch's TrainStream (data/stages.py), over several sets; what differs is where the
+    samples come from and that it never ends. ``steps``: the loader items the run takes from it (its "epoch")."""
 
-    def __init__(self, sets: list[ShardSet], probabilities: list[float], tokenize: Tokenize, **options):
-        super().__init__(sets[0], tokenize, epoch=0, world_size=1, **options)
-        self.sets, self.probabilities = sets, probabilities
+    def __init__(
+        self,
+        sets: list[ShardSet],
+        probabilities: list[float],
+        tokenize: Tokenize,
+        *,
+        rank: int,
+        num_workers: int,
+        skip_items: int = 0,
+        select=None,
+        steps: int = 0,
+        **stages,
+    ):
+        self.sets, self.probabilities, self.tokenize = sets, probabilities, tokenize
+        self.stages = Stages(tokenize, **stages)
+        self.rank, self.num_workers, self.skip_items, self.select = rank, max(1, num_workers), skip_items, select
+        self.steps = steps
+
+    def steps_per_epoch(self) -> int:
+        """Loader items every rank takes: all it is asked for (every worker's stream is endless)."""
+        return self.steps
+
+    def left_out(self, items: int) -> int:
+        return 0  # an endless stream leaves nothing out
+
+    def describe(self, steps: int, left_out: int) -> str:
+        mix = ", ".join(f"{len(s.urls)} shards p={p:.3f}" for s, p in zip(self.sets, self.probabilities))
+        return f"endless stream, shards drawn with replacement ({mix}): {steps} steps"
 
     def samples(self, worker: int) -> Iterator[dict[str, Any]]:
         """The worker's endless sample stream, each tagged with its set (``__source__``)."""
-        seed = f"{self.seed}-{self.rank}-{worker}"
+        seed = f"{self.stages.seed}-{self.rank}-{worker}"
         readers = [_endless(s.urls, random.Random(f"{seed}-set{i}"), self.select) for i, s in enumerate(self.sets)]
         rng, indices = random.Random(f"{seed}-mix"), range(len(self.sets))
         while True:
@@ -69,23 +84,12 @@ class ResampledStream(TrainStream):
             yield next(readers[i]) | {"__source__": i}
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        import webdataset as wds
-
-        info = get_worker_info()
-        assert (info.num_workers if info else 1) == self.num_workers, "DataLoader workers != planned workers"
-        worker = ((info.id if info else 0) + self.skip_items) % self.num_workers  # as TrainStream: resume rotates
-        samples = self.samples(worker)
-        if self.shuffle_buffer > 1:
-            rng = random.Random(f"{self.seed}-{self.rank}-{worker}-shuffle")
-            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
-        if self.augment is not None:  # a plan per draw: a sample drawn twice gets two plans
-            samples = plan_augmentation(samples, self.augment, 0, per_draw=f"{self.rank}-{worker}")
-        if self.pack:  # consecutive draws joined up to the window (data/pack.py)
-            samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
-        samples = self.plan_labels(samples, f"{self.rank}-{worker}", per_draw=True)  # timestamps, prompts per draw
+        worker = logical_worker(self.skip_items, self.num_workers)  # as TrainStream: a resume rotates the workers
+        draw = Draw.endless(self.stages.seed, self.rank, worker)  # a plan per draw: a sample drawn twice gets two
+        batches = self.stages.batches(self.samples(worker), draw)
         skip = resume_skip(self.skip_items, worker, self.num_workers)
-        for n, batch in enumerate(bucket_batches(samples, self.batch_size, self.bucket_size), start=1):
+        for n, batch in enumerate(batches, start=1):
             if n > skip:  # what was consumed before a resume is skipped before decoding
-                yield collate(batch, self.tokenize, self.max_samples, self.augment) | {
+                yield collate(batch, self.tokenize, self.stages.max_samples, self.stages.augment) | {
                     "sources": [s.get("__source__", s.get("__members__", [{}])[0].get("__source__")) for s in batch]
                 }

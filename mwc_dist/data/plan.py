@@ -79,8 +79,9 @@ class TrainData:
             timestamp_probability=self.data_cfg.timestamp_probability,
             prev_probability=self.data_cfg.condition_on_prev_probability,
         )
-        if self.endless:
-            return ResampledStream(self.sets, self.probabilities, self.tokenize, **options)
+        if self.endless:  # one endless "epoch" of the run's loader items
+            steps = self.train_cfg.max_steps * self.train_cfg.gradient_accumulation_steps
+            return ResampledStream(self.sets, self.probabilities, self.tokenize, steps=steps, **options)
         return TrainStream(self.shards, self.tokenize, epoch=epoch, world_size=self.world_size, **options)
 
     def resume_position(self, state, log=print) -> int:
@@ -92,8 +93,6 @@ class TrainData:
 
     def steps_in_epoch(self, epoch: int) -> int:
         """Optimizer steps in ``epoch``; a ValueError that says what to change when some rank has no batch."""
-        if self.endless:
-            return self.train_cfg.max_steps
         steps = self.stream(epoch).steps_per_epoch() // self.train_cfg.gradient_accumulation_steps
         if steps == 0:
             raise ValueError(self._no_batch_message())
@@ -102,11 +101,8 @@ class TrainData:
     def start_epoch(self, epoch: int, log=print) -> int:
         """Steps in ``epoch``, and a log line that says how many samples it leaves out (never silently)."""
         steps = self.steps_in_epoch(epoch)
-        if self.endless:
-            mix = ", ".join(f"{len(s.urls)} shards p={p:.3f}" for s, p in zip(self.sets, self.probabilities))
-            log(f"endless stream, shards drawn with replacement ({mix}): {steps} steps")
-            return steps
-        log(f"epoch {epoch}: {steps} steps; {self.left_out(epoch)} samples left out to keep the ranks in step")
+        stream = self.stream(epoch)
+        log(stream.describe(steps, stream.left_out(steps * self.train_cfg.gradient_accumulation_steps)))
         return steps
 
     def describe(self) -> str:
@@ -135,13 +131,7 @@ class TrainData:
         """Samples ``epoch`` leaves out so that every rank takes the same number of steps: partial batches, the
         surplus of ranks or workers whose shards hold more, an incomplete last accumulation window. An endless
         stream leaves nothing out."""
-        if self.endless:
-            return 0
-        items = self.steps_in_epoch(epoch) * self.train_cfg.gradient_accumulation_steps
-        if self.data_cfg.pack_to_window:  # a batch holds packs of several samples: count them in the plan
-            stream = self.stream(epoch)
-            return self.shards.num_samples - sum(stream.used_samples(r, items) for r in range(self.world_size))
-        return self.shards.num_samples - items * self.train_cfg.per_device_train_batch_size * self.world_size
+        return self.stream(epoch).left_out(self.steps_in_epoch(epoch) * self.train_cfg.gradient_accumulation_steps)
 
     def total_steps(self) -> int:
         """train.max_steps, or the steps of train.num_epochs epochs."""

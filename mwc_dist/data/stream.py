@@ -4,7 +4,8 @@ Training pipeline (one per rank; each DataLoader worker runs it on its own shard
 
     shard list -> shuffle shards (seed + epoch) -> split by rank -> split by worker -> read tar samples
     -> pseudo-label filter -> this worker's part of a shared shard (fewer shards than ranks x workers)
-    -> shuffle buffer (seed, epoch, rank, worker) -> duration buckets -> batches
+    -> the sample stages (data/stages.py: shuffle buffer (seed, epoch, rank, worker) -> augmentation plan
+       -> packing -> label plan -> duration buckets -> batches)
     -> skip what a resumed run already consumed -> decode audio -> tokenise -> collate
 
 Sample counts per shard come from the manifest, so every rank knows, before reading a byte, how many
@@ -33,12 +34,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, IterableDataset, get_worker_info
+from torch.utils.data import DataLoader, IterableDataset
 
 from mwc_dist.audio.decode import SAMPLE_RATE
 from mwc_dist.config import DataConfig
-from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, plan_labels, timestamp_index
-from mwc_dist.data.sample import trained_duration
+from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, timestamp_index
+from mwc_dist.data.pack import num_members
+from mwc_dist.data.stages import Draw, Stages, logical_worker, resume_skip
 from mwc_dist.data.topk import stored_topk
 from mwc_dist.models.tokenizer import is_multilingual
 
@@ -260,38 +262,6 @@ def _augmented(samples: list[dict[str, Any]], augment) -> dict[str, Any]:
     return {"speeds": [p and p.speed for p in plans], "snr_db": [p and p.snr_db for p in plans]}
 
 
-def plan_augmentation(samples: Iterator[dict], augment, epoch: int, per_draw: str | None = None) -> Iterator[dict]:
-    """Attach each sample's augmentation plan and its new duration (what the buckets sort by). ``per_draw`` (an
-    endless stream's name): each draw gets its own plan, so a sample drawn twice gets two."""
-    for n, sample in enumerate(samples):
-        duration = json.loads(sample["json"])["duration"]
-        plan = augment.plan(sample["__key__"], epoch if per_draw is None else f"{per_draw}-{n}", duration)
-        yield sample | {"__plan__": plan, "__duration__": duration / plan.speed}
-
-
-def resume_skip(skip_items: int, worker: int, num_workers: int) -> int:
-    """Batches this loader worker skips after a resume: of ``skip_items`` consumed round robin from worker 0."""
-    return (skip_items - worker + num_workers - 1) // num_workers if skip_items > worker else 0
-
-
-def bucket_batches(samples: Iterator[dict], batch_size: int, bucket_batches: int) -> Iterator[list[dict]]:
-    """Group ``batch_size * bucket_batches`` samples, sort them by duration, cut into batches; drop the last
-    partial batch."""
-    bucket: list[dict] = []
-    for sample in samples:
-        bucket.append(sample)
-        if len(bucket) == batch_size * bucket_batches:
-            yield from _cut(bucket, batch_size)
-            bucket = []
-    yield from _cut(bucket, batch_size)
-
-
-def _cut(bucket: list[dict], batch_size: int) -> Iterator[list[dict]]:
-    bucket.sort(key=trained_duration)
-    for start in range(0, len(bucket) - batch_size + 1, batch_size):
-        yield bucket[start : start + batch_size]
-
-
 # ------------------------------------------------------------------------------------------- train
 class TrainStream(IterableDataset):
     """One rank's training batches for one epoch (see the module docstring)."""
@@ -301,43 +271,34 @@ class TrainStream(IterableDataset):
         shards: ShardSet,
         tokenize: Tokenize,
         *,
-        batch_size: int,
-        seed: int,
         epoch: int,
         rank: int,
         world_size: int,
         num_workers: int,
-        shuffle_buffer: int,
-        bucket_size: int,
-        max_samples: int,
         skip_items: int = 0,
-        augment=None,
         select=None,
-        pack: bool = False,
-        timestamp_probability: float = 0.0,
-        prev_probability: float = 0.0,
+        **stages,
     ):
-        self.shards, self.tokenize = shards, tokenize
-        self.batch_size, self.seed, self.epoch = batch_size, seed, epoch
-        self.rank, self.world_size, self.num_workers = rank, world_size, max(1, num_workers)
-        self.shuffle_buffer, self.bucket_size, self.max_samples = shuffle_buffer, bucket_size, max_samples
-        self.skip_items, self.augment, self.select, self.pack = skip_items, augment, select, pack
-        self.timestamp_probability, self.prev_probability = timestamp_probability, prev_probability
+        """``stages``: the sample stages' settings (data/stages.py: batch_size, bucket_size, shuffle_buffer,
+        max_samples, seed, augment, pack, timestamp_probability, prev_probability)."""
+        self.shards, self.tokenize, self.stages = shards, tokenize, Stages(tokenize, **stages)
+        self.epoch, self.rank, self.world_size, self.num_workers = epoch, rank, world_size, max(1, num_workers)
+        self.skip_items, self.select = skip_items, select
 
     # -- the plan, computable on every rank from the manifest counts alone
     def shard_order(self) -> list[int]:
         order = list(range(len(self.shards.urls)))
-        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)  # same on every rank
+        random.Random(self.stages.seed * 1_000_003 + self.epoch).shuffle(order)  # same on every rank
         return order
 
     def worker_shards(self, rank: int, worker: int) -> list[int]:
         return self.shard_order()[rank :: self.world_size][worker :: self.num_workers]
 
     def worker_batches(self, rank: int) -> list[int]:
-        if self.pack:  # how many packs depends on the order and the durations: run the pipeline on the metadata
+        if self.stages.pack:  # how many packs depends on the order and the durations: run the stages on the metadata
             return [sum(1 for _ in self._batches(self._standins(rank, w), rank, w)) for w in range(self.num_workers)]
         return [
-            sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.batch_size
+            sum(self.shards.counts[i] for i in self.worker_shards(rank, w)) // self.stages.batch_size
             for w in range(self.num_workers)
         ]
 
@@ -346,37 +307,26 @@ class TrainStream(IterableDataset):
         return min(sum(self.worker_batches(r)) for r in range(self.world_size))
 
     def _batches(self, samples: Iterator[dict], rank: int, worker: int) -> Iterator[list[dict]]:
-        import webdataset as wds
-
-        from mwc_dist.data.pack import pack_samples
-
-        if self.shuffle_buffer > 1:  # -> shuffle buffer
-            rng = random.Random(f"{self.seed}-{self.epoch}-{rank}-{worker}")
-            samples = wds.shuffle(self.shuffle_buffer, min(self.shuffle_buffer, 100), rng=rng)(samples)
-        if self.augment is not None:  # -> each sample's speed and noise for this epoch (buckets use the new length)
-            samples = plan_augmentation(samples, self.augment, self.epoch)
-        if self.pack:  # -> consecutive clips joined up to the window (data/pack.py)
-            samples = pack_samples(samples, self.max_samples / SAMPLE_RATE, self.tokenize)
-        samples = self.plan_labels(samples, self.epoch)  # -> timestamps and prompts drawn per (seed, epoch, key)
-        return bucket_batches(samples, self.batch_size, self.bucket_size)  # -> duration buckets -> batches
-
-    def plan_labels(self, samples: Iterator[dict], epoch: int | str, per_draw: bool = False) -> Iterator[dict]:
-        """Each sample's decoder sequence plan (data/labels.py); nothing to plan when both probabilities are 0."""
-        if not (self.timestamp_probability or self.prev_probability):
-            return samples
-        p = (self.timestamp_probability, self.prev_probability)
-        return plan_labels(samples, self.seed, epoch, *p, per_draw=per_draw)
+        return self.stages.batches(samples, Draw.of_epoch(self.stages.seed, self.epoch, rank, worker))
 
     def used_samples(self, rank: int, items: int) -> int:
         """Samples (pack members counted) in rank's first ``items`` loader items: the round robin over its workers."""
-        from mwc_dist.data.pack import num_members
-
         sizes = [
             [sum(num_members(s) for s in batch) for batch in self._batches(self._standins(rank, w), rank, w)]
             for w in range(self.num_workers)
         ]
         order = [w_sizes[n] if n < len(w_sizes) else 0 for n in range(max(map(len, sizes))) for w_sizes in sizes]
         return sum(order[:items])
+
+    def left_out(self, items: int) -> int:
+        """Samples the epoch leaves out when every rank takes ``items`` loader items: partial batches, the surplus of
+        ranks or workers whose shards hold more, an incomplete last accumulation window."""
+        if self.stages.pack:  # a batch holds packs of several samples: count them in the plan
+            return self.shards.num_samples - sum(self.used_samples(r, items) for r in range(self.world_size))
+        return self.shards.num_samples - items * self.stages.batch_size * self.world_size
+
+    def describe(self, steps: int, left_out: int) -> str:
+        return f"epoch {self.epoch}: {steps} steps; {left_out} samples left out to keep the ranks in step"
 
     def _standins(self, rank: int, worker: int) -> Iterator[dict]:
         """The worker's samples without their audio (ShardSet.metas), for planning."""
@@ -398,11 +348,7 @@ class TrainStream(IterableDataset):
         return samples
 
     def __iter__(self) -> Iterator[dict[str, Any] | None]:
-        info = get_worker_info()
-        assert (info.num_workers if info else 1) == self.num_workers, "DataLoader workers != planned workers"
-        # The loader's round robin starts at its worker 0, so after a resume worker 0 must play the
-        # logical worker whose item comes next: rotate by the number of items already consumed.
-        worker = ((info.id if info else 0) + self.skip_items) % self.num_workers
+        worker = logical_worker(self.skip_items, self.num_workers)
         # shard list (shuffled, split by rank and worker) -> tar samples -> ... -> batches (still undecoded)
         batches = self._batches(self._worker_samples(worker), self.rank, worker)
         # -> pad to the longest worker of this rank, so the loader's round robin stays regular
@@ -414,7 +360,7 @@ class TrainStream(IterableDataset):
                 break
             n += 1
             if n > skip:  # -> skip what was consumed before a resume, before decoding
-                yield collate(batch, self.tokenize, self.max_samples, self.augment)  # -> decode (augment) -> collate
+                yield collate(batch, self.tokenize, self.stages.max_samples, self.stages.augment)  # -> decode, collate
         for _ in range(n, target):
             n += 1
             if n > skip:

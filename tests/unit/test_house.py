@@ -128,3 +128,27 @@ def test_the_library_does_not_import_the_demo():
         "mwc_dist.demo.corpus",
         "mwc_dist.demo.pipeline",
     }
+
+
+def test_evaluation_needs_only_the_decoding_layer():
+    """inference/decoding.py (prompt, generate arguments, fallback) is the one layer evaluation and the backends share;
+    it reaches into nothing above it."""
+    graph = import_graph(PACKAGE)
+    assert {d for d in graph["mwc_dist.evaluate"] if d.startswith("mwc_dist.inference")} == {
+        "mwc_dist.inference.decoding"
+    }
+    assert {d for d in graph["mwc_dist.inference.decoding"] if d.startswith("mwc_dist.inference")} == set()
+    assert "mwc_dist.inference.decoding" in graph["mwc_dist.inference.backends"]
+
+
+def test_both_training_streams_compose_the_same_stages():
+    """data/stages.py is the one stage list: the endless stream holds one as an epoch's does, inheriting nothing, and
+    the run's plan asks either the same questions (no branch on which it has outside choosing it)."""
+    from mwc_dist.data.mix import ResampledStream
+    from mwc_dist.data.stream import TrainStream
+
+    assert not issubclass(ResampledStream, TrainStream) and not issubclass(TrainStream, ResampledStream)
+    for stream in (TrainStream, ResampledStream):
+        assert {"steps_per_epoch", "left_out", "describe"} <= set(vars(stream))
+    plan = (PACKAGE / "data" / "plan.py").read_text()
+    assert plan.count("if self.endless") == 1  # TrainData.stream: which one to make
