@@ -16,7 +16,6 @@ from pathlib import Path
 
 from mwc_dist.audio.augment import build_augment
 from mwc_dist.audio.features import LogMel, TrainFeatures
-from mwc_dist.checkpoint import BEST_DIR
 from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
 from mwc_dist.data.plan import TrainData
 from mwc_dist.data.stream import Tokenize, build_train_loader
@@ -26,10 +25,11 @@ from mwc_dist.loop.log import StepLog
 from mwc_dist.loop.loss import TrainLoss
 from mwc_dist.loop.periodic import PeriodicEval, load_eval_shards
 from mwc_dist.loop.preemption import Preemption
-from mwc_dist.loop.saving import Checkpointer
 from mwc_dist.loop.step import BadSteps, OptimizerStep, TrainingDiverged, build_optimizer
 from mwc_dist.models.build import build_model, prepare_for_training, window_seconds
 from mwc_dist.models.teacher import build_teacher
+from mwc_dist.resume.checkpoint import BEST_DIR
+from mwc_dist.resume.policy import Checkpointer
 from mwc_dist.tracking import build_tracker
 
 PREEMPTED_EXIT = 124  # "stopped early, resumable"; the job is already requeued when SLURM asked
@@ -138,28 +138,22 @@ class Trainer:
         """Optimizer steps to the end (or to a preemption); resumes mid-epoch at this rank's data position."""
         state, accelerator = self.state, self.accelerator
         self.model.train()
-        rank = str(accelerator.process_index)
-        position = self.data.resume_position(state, log=lambda msg: print0(accelerator, msg))
+        rank = accelerator.process_index
+        state.start(rank, accelerator.num_processes, log=lambda msg: print0(accelerator, msg))  # the data cursor
         progress = progress_bar(self.total_steps, state.step, self.is_main)
         while state.step < self.total_steps:
             steps = self.data.start_epoch(state.epoch, log=lambda msg: print0(accelerator, msg))
-            for batch in build_train_loader(self.data.stream(state.epoch, skip_items=position)):
-                position += 1
-                state.data_position[rank] = position
+            for batch in build_train_loader(self.data.stream(state.epoch, skip_items=state.position(rank))):
+                state.take_item(rank)
                 if batch is None:  # padding that keeps the workers' round robin regular
                     continue
                 with accelerator.accumulate(self.model):
                     self.train_step(batch)
                 if not accelerator.sync_gradients:
                     continue
-                state.step += 1
-                state.epoch_step += 1
+                epoch_done = state.finish_step(rank, steps)
                 progress.update(1)
                 self.bad_steps.count(state, self.skipped)
-                epoch_done = state.epoch_step == steps
-                if epoch_done:
-                    state.epoch, state.epoch_step, position = state.epoch + 1, 0, 0
-                    state.data_position[rank] = 0
                 self.log.maybe_log(state)  # collective when due
                 self.maybe_evaluate(epoch_done)  # collective when due
                 if self.checkpointer.due(state, epoch_done):

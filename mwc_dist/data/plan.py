@@ -14,7 +14,7 @@ from mwc_dist.audio.augment import Augment
 from mwc_dist.config import DataConfig, TrainConfig
 from mwc_dist.data.mix import ResampledStream, mix_probabilities
 from mwc_dist.data.pseudo import QualityFilter, filter_counts, select_pseudo_labels
-from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, load_shard_set
+from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, load_shard_set, shard_folder
 
 
 class TrainData:
@@ -40,9 +40,7 @@ class TrainData:
         self.rank, self.world_size, self.max_samples = rank, world_size, max_samples
         self.endless = d.resampled or bool(d.mix_shard_dirs)  # data/mix.py: one endless epoch of max_steps
         dirs = d.mix_shard_dirs
-        self.sets = (
-            [load_shard_set(DataConfig(shard_dir=s), "train") for s in dirs] if dirs else [load_shard_set(d, "train")]
-        )
+        self.sets = [shard_folder(s, "train") for s in dirs] if dirs else [load_shard_set(d, "train")]
         missing = sum(s.without_text for s in self.sets)
         if missing and d.text_field == "text":
             raise ValueError(
@@ -83,13 +81,6 @@ class TrainData:
             steps = self.train_cfg.max_steps * self.train_cfg.gradient_accumulation_steps
             return ResampledStream(self.sets, self.probabilities, self.tokenize, steps=steps, **options)
         return TrainStream(self.shards, self.tokenize, epoch=epoch, world_size=self.world_size, **options)
-
-    def resume_position(self, state, log=print) -> int:
-        """This rank's loader items already taken in the epoch in progress (0 when the world size changed)."""
-        if state.world_size != self.world_size:
-            log(f"world size changed ({state.world_size} -> {self.world_size}): epoch {state.epoch} restarts its data")
-            return 0
-        return state.data_position.get(str(self.rank), 0)
 
     def steps_in_epoch(self, epoch: int) -> int:
         """Optimizer steps in ``epoch``; a ValueError that says what to change when some rank has no batch."""

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from mwc_dist.checkpoint import TrainState
 from mwc_dist.dist import print0
+from mwc_dist.resume.state import TrainState
 
 
 @dataclass
@@ -57,8 +57,7 @@ class StepLog:
         )
         loss, micro, samples, seconds, ce, kl, over = self.accelerator.reduce(totals, reduction="sum").tolist()
         elapsed = time.perf_counter() - w.start
-        state.samples_seen += int(samples)
-        state.audio_seconds_seen += seconds
+        state.saw(int(samples), seconds)
         grad_norm = self.stepper.grad_norm
         metrics = {
             "loss": loss / micro,

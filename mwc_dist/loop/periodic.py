@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mwc_dist.checkpoint import TrainState
 from mwc_dist.config import DataConfig, TrainConfig
 from mwc_dist.data.stream import ShardSet, load_shard_set
 from mwc_dist.dist import print0
 from mwc_dist.evaluate import evaluate
+from mwc_dist.resume.state import TrainState
 
 
 def load_eval_shards(data_cfg: DataConfig, eval_steps: int, accelerator) -> ShardSet | None:
@@ -53,7 +53,7 @@ class PeriodicEval:
             step=state.step,
             with_loss=True,  # the validation loss beside WER (one more forward per batch)
         )
-        state.last_eval = {"step": state.step, **metrics}
+        state.evaluated(metrics)
         tracker.log({f"eval/{k}": v for k, v in metrics.items()}, step=state.step)
         if accelerator.is_main_process:
             rows = (out_dir / "predictions.jsonl").read_text().splitlines()

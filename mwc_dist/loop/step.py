@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from mwc_dist.checkpoint import TrainState, list_checkpoints
 from mwc_dist.config import TrainConfig
 from mwc_dist.dist import print0
+from mwc_dist.resume.checkpoint import list_checkpoints
+from mwc_dist.resume.state import TrainState
 
 
 class SkipReason(str, Enum):
@@ -132,11 +133,9 @@ class BadSteps:
 
     def count(self, state: TrainState, skipped: SkipReason | None) -> None:
         """After an optimizer step: count a skipped one; too many in a row raise TrainingDiverged (no checkpoint)."""
+        state.count_step(skipped is not None)
         if skipped is None:
-            state.bad_streak = 0
             return
-        state.skipped_steps += 1
-        state.bad_streak += 1
         print0(
             self.accelerator,
             f"step {state.step}: skipped ({skipped.value}); {state.bad_streak} in a row, {state.skipped_steps} in all",

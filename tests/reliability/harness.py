@@ -21,7 +21,7 @@ import time
 import torch
 from faults import InfGrad
 
-from mwc_dist import checkpoint
+from mwc_dist.resume import state as train_state
 from mwc_dist.train import Trainer, main
 
 FAULTS = [f.split(":") for f in os.environ.get("MWC_FAULT", "none").split(";")]  # several: "a:...;b:..."
@@ -29,7 +29,7 @@ kind, *args = FAULTS[0]
 setup, compute_loss, to_json, train_step = (
     Trainer.setup,
     Trainer.compute_loss,
-    checkpoint.TrainState.to_json,
+    train_state.TrainState.to_json,
     Trainer.train_step,
 )
 
@@ -39,7 +39,7 @@ def _setup(self):
     pids = self.out_dir / "pids"
     pids.mkdir(parents=True, exist_ok=True)
     (pids / f"rank-{self.accelerator.process_index}.pid").write_text(str(os.getpid()))
-    checkpoint.OUT_DIR = self.out_dir
+    train_state.OUT_DIR = self.out_dir
     if kind == "record-dtypes":
         _record_dtypes(self)
     self.micro_in_step = 0
@@ -111,12 +111,12 @@ def _train_step(self, batch):
 
 def _to_json(self):
     if kind == "stall-checkpoint" and self.step == int(args[0]):
-        (checkpoint.OUT_DIR / "STALLED").touch()
+        (train_state.OUT_DIR / "STALLED").touch()
         time.sleep(600)
     return to_json(self)
 
 
-Trainer.setup, Trainer.compute_loss, checkpoint.TrainState.to_json = _setup, _compute_loss, _to_json
+Trainer.setup, Trainer.compute_loss, train_state.TrainState.to_json = _setup, _compute_loss, _to_json
 Trainer.train_step = _train_step
 
 if __name__ == "__main__":

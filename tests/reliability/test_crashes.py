@@ -47,7 +47,7 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 240) -> None:
 
 
 def test_kill_9_during_checkpoint_write_keeps_the_previous_and_resumes(demo_shards, tmp_path):
-    from mwc_dist.checkpoint import list_checkpoints, resolve_resume
+    from mwc_dist.resume.checkpoint import list_checkpoints, resolve_resume
 
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -81,7 +81,7 @@ def test_kill_9_during_checkpoint_write_keeps_the_previous_and_resumes(demo_shar
 
 
 def test_damaged_newest_checkpoint_is_passed_over(demo_shards, tmp_path):
-    from mwc_dist.checkpoint import problem, resolve_resume
+    from mwc_dist.resume.checkpoint import problem, resolve_resume
 
     out = tmp_path / "run"
     run = subprocess.run(

@@ -61,7 +61,7 @@ def test_bad_steps_are_skipped_counted_and_logged(tmp_path, demo_shards):
 
 
 def test_k_bad_steps_in_a_row_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, demo_shards):
-    from mwc_dist.checkpoint import list_checkpoints
+    from mwc_dist.resume.checkpoint import list_checkpoints
     from mwc_dist.train import TrainingDiverged
 
     trainer = _trainer(tmp_path, demo_shards, "train.max_steps=12", "train.max_bad_steps=3")

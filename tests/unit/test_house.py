@@ -152,3 +152,32 @@ def test_both_training_streams_compose_the_same_stages():
         assert {"steps_per_epoch", "left_out", "describe"} <= set(vars(stream))
     plan = (PACKAGE / "data" / "plan.py").read_text()
     assert plan.count("if self.endless") == 1  # TrainData.stream: which one to make
+
+
+def test_only_train_state_advances_itself():
+    """TrainState (resume/state.py) is changed only by its own methods: no module assigns to one of its fields."""
+    from dataclasses import fields
+
+    from mwc_dist.resume.state import TrainState
+
+    names = {f.name for f in fields(TrainState)}
+
+    def is_state(node) -> bool:  # state.<field> or self.state.<field>
+        return (isinstance(node, ast.Name) and node.id == "state") or (
+            isinstance(node, ast.Attribute) and node.attr == "state"
+        )
+
+    writes = []
+    for path in PACKAGE.rglob("*.py"):
+        if path == PACKAGE / "resume" / "state.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+            if not isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                continue
+            for t in targets:
+                t = t.value if isinstance(t, ast.Subscript) else t  # state.data_position[rank] = ...
+                for e in t.elts if isinstance(t, ast.Tuple) else [t]:
+                    if isinstance(e, ast.Attribute) and e.attr in names and is_state(e.value):
+                        writes.append(f"{path.relative_to(PACKAGE)}:{node.lineno} {ast.unparse(e)}")
+    assert writes == []

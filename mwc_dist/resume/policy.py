@@ -1,21 +1,15 @@
-"""When to checkpoint, what to resume from, and the best model: the policy of checkpoint.* (checkpoint.py writes)."""
+"""When to checkpoint, what to resume from, and the best model: the policy of checkpoint.* (resume/checkpoint.py
+writes the files)."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from mwc_dist.checkpoint import (
-    BEST_DIR,
-    TrainState,
-    load_checkpoint,
-    read_best,
-    resolve_resume,
-    save_best,
-    save_checkpoint,
-)
 from mwc_dist.config import CheckpointConfig
 from mwc_dist.dist import print0
+from mwc_dist.resume.checkpoint import BEST_DIR, load_checkpoint, read_best, resolve_resume, save_best, save_checkpoint
+from mwc_dist.resume.state import TrainState
 
 
 class Checkpointer:
@@ -40,7 +34,7 @@ class Checkpointer:
         state = load_checkpoint(accelerator, scheduler, path)
         best = read_best(self.out_dir)
         if best is not None:
-            state.best_metric, state.best_step = best["value"], best["step"]
+            state.new_best(best["value"], best["step"])
         print0(accelerator, f"resumed from {path} at step {state.step}, epoch {state.epoch}")
         return state
 
@@ -83,7 +77,7 @@ class Checkpointer:
         best = state.best_metric
         if best is not None and not (value > best if c.greater_is_better else value < best):
             return
-        state.best_metric, state.best_step = value, state.step
+        state.new_best(value)
         info = {"step": state.step, "metric": c.metric_for_best_model, "value": value}
         save_best(self.accelerator, model, processor, self.out_dir, info)
         print0(self.accelerator, f"step {state.step}: new best {c.metric_for_best_model} {value:.4f} -> {BEST_DIR}/")

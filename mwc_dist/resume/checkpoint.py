@@ -1,4 +1,4 @@
-"""Atomic checkpoints: save, rotate (last K), find the latest complete one, resume; the best evaluated model.
+"""The checkpoint files: atomic save, rotate (last K), find the latest complete one, load; the best evaluated model.
 
 A checkpoint folder ``<output_dir>/checkpoint-<step>/`` holds:
 
@@ -26,37 +26,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from mwc_dist.models.lora import check_adapter, is_peft
+from mwc_dist.resume.state import TrainState
 
 STATE_FILE = "trainer_state.json"
-
-
-@dataclass
-class TrainState:
-    step: int = 0  # optimizer steps taken
-    epoch: int = 0  # the epoch in progress
-    epoch_step: int = 0  # optimizer steps taken in that epoch
-    samples_seen: int = 0  # over all ranks
-    audio_seconds_seen: float = 0.0
-    data_position: dict[str, int] = field(default_factory=dict)  # rank -> loader items taken this epoch
-    world_size: int = 1
-    best_metric: float | None = None  # checkpoint.metric_for_best_model of <output_dir>/best/
-    best_step: int | None = None
-    last_eval: dict[str, Any] = field(default_factory=dict)
-    skipped_steps: int = 0  # optimizer steps skipped for a non-finite loss or gradients (fp16 overflow included)
-    bad_streak: int = 0  # of them, how many in a row up to now
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
-
-    @classmethod
-    def from_file(cls, path: Path) -> TrainState:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in json.loads(Path(path).read_text()).items() if k in known})
 
 
 FILES = "files.json"
@@ -175,10 +151,9 @@ def save_checkpoint(
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp / "state"), safe_serialization=True)  # collective; per-rank RNG files
     state_dict = accelerator.get_state_dict(model)  # collective under ZeRO-3
-    positions = gather_object([(accelerator.process_index, state.data_position.get(str(accelerator.process_index), 0))])
+    positions = gather_object([(accelerator.process_index, state.position(accelerator.process_index))])
     if is_main:
-        state.data_position = {str(r): p for r, p in positions}
-        state.world_size = accelerator.num_processes
+        state.saved_by(dict(positions))  # every rank's data position, and the world size that wrote them
         _write_model(tmp / "model", accelerator.unwrap_model(model), state_dict, processor)
         (tmp / "config.yaml").write_text(config_yaml)
         (tmp / "scheduler.json").write_text(json.dumps(scheduler.state_dict()))
