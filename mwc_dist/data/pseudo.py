@@ -179,14 +179,14 @@ def pseudo_label(
 
     ``backend="ct2"`` converts the teacher (a Hugging Face folder) to CTranslate2 once, into OUT/.teacher-ct2, and
     decodes with ``compute_type`` (``int8``: 8-bit weights, the fastest on CPUs)."""
-    from mwc_dist.data.stream import ShardSet, load_shard_set
+    from mwc_dist.data.stream import ShardSet, shard_folder
     from mwc_dist.dist import build_process_state
     from mwc_dist.inference.backends import load_backend
 
     state = build_process_state()
     shard_dir, out = Path(shard_dir), Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    shards = load_shard_set(DataConfig(shard_dir=str(shard_dir)), split)
+    shards = shard_folder(shard_dir, split)
     if max_shards:  # the first N shards of the split (the manifest's order): a subset to label
         shards = ShardSet(shards.urls[:max_shards], shards.counts[:max_shards], shards.max_seconds)
     _check_backend(backend, compute_type, store_topk)

@@ -96,23 +96,35 @@ def load_shard_set(cfg: DataConfig, split: str) -> ShardSet:
     from braceexpand import braceexpand
 
     pattern = cfg.train_shards if split == "train" else cfg.eval_shards
-    manifest_path = Path(cfg.shard_dir) / f"{split}.manifest.json"
-    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else None
-    max_seconds = manifest["config"]["max_duration_seconds"] if manifest else None
     if not pattern:
-        if manifest is None:
-            raise ValueError(
-                f"no shards for split {split!r}: {manifest_path} does not exist. Run `mwc shard --out "
-                f"{cfg.shard_dir}` or set data.shard_dir / data.{'train' if split == 'train' else 'eval'}_shards"
-            )
-        urls = [str(Path(cfg.shard_dir) / s["shard"]) for s in manifest["shards"]]
-        counts = [s["num_samples"] for s in manifest["shards"]]
-        return ShardSet(urls, counts, max_seconds, without_text=manifest.get("without_text", 0))
+        return shard_folder(cfg.shard_dir, split)
+    manifest = _manifest(cfg.shard_dir, split)
+    max_seconds = manifest["config"]["max_duration_seconds"] if manifest else None
     urls = [u for part in pattern.split("::") for u in braceexpand(part)]
     known = {s["shard"]: s["num_samples"] for s in manifest["shards"]} if manifest else {}
     counts = [known.get(Path(u.split()[-1]).name) if not u.startswith("pipe:") else None for u in urls]
     counts = [c if c is not None else _count_samples(u) for c, u in zip(counts, urls)]  # one pass if no manifest
     return ShardSet(urls, counts, max_seconds)
+
+
+def shard_folder(shard_dir: str | Path, split: str) -> ShardSet:
+    """The shards of ``split`` that ``<shard_dir>/<split>.manifest.json`` lists (what `mwc shard` writes)."""
+    manifest = _manifest(shard_dir, split)
+    if manifest is None:
+        key = "train" if split == "train" else "eval"
+        raise ValueError(
+            f"no shards for split {split!r}: {Path(shard_dir) / f'{split}.manifest.json'} does not exist. Run "
+            f"`mwc shard --out {shard_dir}` or set data.shard_dir / data.{key}_shards"
+        )
+    urls = [str(Path(shard_dir) / s["shard"]) for s in manifest["shards"]]
+    counts = [s["num_samples"] for s in manifest["shards"]]
+    max_seconds = manifest["config"]["max_duration_seconds"]
+    return ShardSet(urls, counts, max_seconds, without_text=manifest.get("without_text", 0))
+
+
+def _manifest(shard_dir: str | Path, split: str) -> dict | None:
+    path = Path(shard_dir) / f"{split}.manifest.json"
+    return json.loads(path.read_text()) if path.is_file() else None
 
 
 # ------------------------------------------------------------------------------------------ batches
@@ -197,7 +209,7 @@ def first_clips(shard_dir: str | Path, split: str, limit: int) -> list[dict[str,
     """The first ``limit`` clips of a shard split in shard order: ``key``, ``wave`` (float32), ``text``,
     ``language``; for parity checks and evaluations outside the training stream."""
     clips = []
-    for sample in tar_samples(load_shard_set(DataConfig(shard_dir=str(shard_dir)), split).urls):
+    for sample in tar_samples(shard_folder(shard_dir, split).urls):
         meta = json.loads(sample["json"])
         wave = decode_flac(sample["flac"])
         clips.append({"key": sample["__key__"], "wave": wave, "text": meta["text"], "language": meta.get("language")})
