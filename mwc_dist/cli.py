@@ -254,6 +254,13 @@ def cmd_transcribe(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_config(args: argparse.Namespace) -> int:
+    from mwc_dist.config_docs import describe
+
+    print(describe(args.sections), end="")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from mwc_dist.demo.pipeline import Demo
 
@@ -618,6 +625,18 @@ def _add_demo(sub) -> None:
     p.set_defaults(fn=cmd_demo)
 
 
+def _add_config(sub) -> None:
+    p = sub.add_parser(
+        "config",
+        help="every config key with its default and what it does (a YAML file you can start a run.yaml from)",
+        description="Print the config sections (data, model, train, checkpoint, export, augment, tracking) as YAML: "
+        "each key at its default, its documentation beside it. Any key can be set in a --config YAML or as a "
+        "dotted override (train.learning_rate=1e-4).",
+    )
+    p.add_argument("sections", nargs="*", help="sections to print (default: all)")
+    p.set_defaults(fn=cmd_config)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mwc",
@@ -638,6 +657,7 @@ def build_parser() -> argparse.ArgumentParser:
         _add_export,
         _add_transcribe,
         _add_demo,
+        _add_config,
     ):
         add(sub)
     return parser

@@ -45,28 +45,34 @@ class DataConfig:
     kaldi_allow_pipes: bool = False  # Kaldi wav.scp entries "id cmd |" run the shell command (off: quarantined)
     hf_split: str = "train"  # split of a Hugging Face DatasetDict
     hf_config: str | None = None  # hub dataset configuration name
-    audio_column: str = "audio"
-    text_column: str = "text"
-    language_column: str = "language"
-    speaker_column: str = "speaker"
+    audio_column: str = (
+        "audio"  # the audio column of a CSV/JSON manifest or a Hugging Face dataset (a path, bytes or a decoded array)
+    )
+    text_column: str = "text"  # the transcript column
+    language_column: str = "language"  # each row's language (a code or a name); missing: data.language
+    speaker_column: str = "speaker"  # the speaker (kept in the shards; split by hash keeps a speaker in one split)
     split_column: str = "split"  # rows that name a split keep it; the rest are split by hash
     id_column: str = "id"  # optional explicit item key (HF datasets, manifests)
     formats: list[str] = field(default_factory=lambda: list(AUDIO_FORMATS))  # folder scan filter
     language: str | None = None  # default language for items that name none
     sample_rate: int = SAMPLE_RATE  # Whisper's; anything else is rejected
     normalize: bool = True  # peak-normalise each clip to -1 dBFS
-    min_duration_seconds: float = 0.5
-    max_duration_seconds: float = 30.0
+    min_duration_seconds: float = 0.5  # shorter clips are quarantined (too_short)
+    max_duration_seconds: float = 30.0  # longer clips are quarantined (too_long); at most the model's window
     # longest transcript in Whisper tokens, prompt and end-of-text included (the decoder's max_target_positions);
     # longer ones are quarantined as too_many_tokens. 0: no check
     max_label_tokens: int = 448
     # audio without a transcript (audio-only folders, manifests without a text column, empty rows) is sharded with
     # an empty text instead of quarantined: for `mwc pseudo-label`; training on its references is refused
     allow_missing_text: bool = False
-    train_split_ratio: float = 0.9
-    validation_split_ratio: float = 0.1
-    test_split_ratio: float = 0.0
-    shard_dir: str = "shards"
+    train_split_ratio: float = (
+        0.9  # rows without a split go to train / validation / test by a hash of their key, in these shares
+    )
+    validation_split_ratio: float = 0.1  # the validation share of those rows
+    test_split_ratio: float = 0.0  # the test share of those rows
+    shard_dir: str = (
+        "shards"  # where `mwc shard` writes, and training and evaluation read, <split>.manifest.json and its tars
+    )
     shard_samples: int = 1000  # items per shard (the unit of resume and of job splitting)
     # > 0: the train split in a multiple of shard_for_world_size x num_workers shards (of at most shard_samples,
     # evenly filled), so each rank and loader worker of that many processes reads shards of its own
@@ -75,26 +81,28 @@ class DataConfig:
     shard_workers: int = 0  # decode processes for `mwc shard`; 0 = all cores
     num_workers: int = 2  # DataLoader workers per rank when training
     train_shards: str | None = None  # paths/brace patterns/pipe: URLs ("::"-separated); default: shard_dir's manifest
-    eval_shards: str | None = None
+    eval_shards: str | None = None  # as train_shards, for the evaluation split (data.eval_split)
     eval_split: str = "validation"  # which split of shard_dir evaluation reads
-    # endless training streams (data/mix.py; train.max_steps sets the length): shards drawn with replacement from
-    # data.shard_dir's train split (resampled: true), or from several shard folders' train splits, each sample's
-    # folder drawn with p_i ~ (mix_weights[i] or its sample count) ** (1 / mix_temperature)
     # the training text: the reference (text), or a teacher's pseudo-label (teacher_text, from `mwc pseudo-label`),
     # kept only where its quality passes: WER vs the reference, mean token log-prob, gzip compression ratio
     text_field: str = "text"
-    pseudo_max_wer: float = 0.1
-    pseudo_min_avg_logprob: float = -1.0
-    pseudo_max_compression_ratio: float = 2.4
+    pseudo_max_wer: float = (
+        0.1  # the pseudo-label filter (data.text_field=teacher_text): at most this WER against the reference
+    )
+    pseudo_min_avg_logprob: float = -1.0  # at least this mean token log-probability
+    pseudo_max_compression_ratio: float = 2.4  # at most this gzip compression ratio (a loop compresses well)
     # join consecutive clips (and transcripts) up to the model's window, in one language and within the decoder
     pack_to_window: bool = False
     # Whisper's training sequences (data/labels.py), drawn per (seed, epoch, sample): the share of samples trained
     # with timestamp tokens (<|t0|> text <|t1|> per segment), and the share trained with the previous window's text
     # (long recordings' windows have one; clips none) as the <|startofprev|> prompt (given, never learned)
     timestamp_probability: float = 0.0
-    condition_on_prev_probability: float = 0.0
-    resampled: bool = False
-    mix_shard_dirs: list[str] = field(default_factory=list)
+    condition_on_prev_probability: float = 0.0  # see timestamp_probability
+    # endless training streams (data/mix.py; train.max_steps sets the length): shards drawn with replacement from
+    # data.shard_dir's train split (resampled: true), or from several shard folders' train splits, each sample's
+    # folder drawn with p_i ~ (mix_weights[i] or its sample count) ** (1 / mix_temperature)
+    resampled: bool = False  # an endless stream over data.shard_dir's train split, shards drawn with replacement
+    mix_shard_dirs: list[str] = field(default_factory=list)  # shard folders whose train splits are mixed (endless)
     mix_weights: list[float] = field(default_factory=list)  # [] = each folder's sample count
     mix_temperature: float = 1.0  # > 1 flattens toward uniform (multilingual ASR's temperature sampling)
 
@@ -104,12 +112,12 @@ class ModelConfig:
     """Which Whisper to train and how (distillation and QLoRA settings live here as in the seed)."""
 
     base_model: str = "tiny-random"  # local HF folder, hub name, or a size preset
-    language: str | None = "spanish"
-    task: str = "transcribe"
-    use_distillation: bool = False
-    teacher_model: str | None = None
-    distillation_temperature: float = 2.0
-    distillation_alpha: float = 0.5
+    language: str | None = "spanish"  # the language token trained and decoded with (a code or a name); null: the data's
+    task: str = "transcribe"  # transcribe | translate
+    use_distillation: bool = False  # train against a teacher: (1 - alpha) x cross-entropy + alpha x KL to the teacher
+    teacher_model: str | None = None  # the teacher (a folder or a preset), frozen; needs the student's vocabulary
+    distillation_temperature: float = 2.0  # softens both distributions in the KL term
+    distillation_alpha: float = 0.5  # the KL term's weight (0: cross-entropy only, 1: KL only)
     # a student with a shorter window than its teacher (make-student --window-seconds) and the teacher's frozen
     # encoder: "own" runs the teacher's encoder on its own (30-s) window; "student" feeds the teacher's decoder
     # the student's encoder output (one short encoder pass per step instead of two, the teacher then sees the
@@ -119,15 +127,19 @@ class ModelConfig:
     # reads the top-k log-probabilities `mwc pseudo-label --store-topk K` stored (no teacher in memory; train on the
     # pseudo-labels, data.text_field=teacher_text, without timestamps, prompts or packing)
     distillation_source: str = "teacher"
-    use_4bit_quantization: bool = False
-    bnb_4bit_quant_type: str = "nf4"
-    bnb_4bit_compute_dtype: str = "float16"
-    bnb_4bit_use_double_quant: bool = True
-    use_lora: bool = False
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.1
-    lora_target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"])
+    use_4bit_quantization: bool = (
+        False  # QLoRA: the base weights in 4 bits (bitsandbytes), LoRA adapters trained on top
+    )
+    bnb_4bit_quant_type: str = "nf4"  # nf4 | fp4
+    bnb_4bit_compute_dtype: str = "float16"  # the dtype the 4-bit layers compute in: float16 | bfloat16 | float32
+    bnb_4bit_use_double_quant: bool = True  # quantise the quantisation constants too (less memory)
+    use_lora: bool = False  # train LoRA adapters (PEFT) instead of the weights; merged into final/
+    lora_r: int = 16  # the adapters' rank
+    lora_alpha: int = 32  # their scale (alpha / r)
+    lora_dropout: float = 0.1  # dropout on the adapters' input
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "out_proj"]
+    )  # the Linear layers that get adapters
     # -1: adapters in every encoder layer; N: only in the top N (0: none), so the backward pass stops N layers
     # into the encoder (with train.freeze_encoder false): most of the encoder's adaptation at a fraction of its cost
     lora_encoder_layers: int = -1
@@ -137,30 +149,30 @@ class ModelConfig:
 class TrainConfig:
     """The training loop."""
 
-    output_dir: str = "runs/default"
-    seed: int = 42
-    num_epochs: int = 1
+    output_dir: str = "runs/default"  # checkpoints, metrics.jsonl, evaluations, final/ and the exports
+    seed: int = 42  # model init, data order, augmentation and label plans
+    num_epochs: int = 1  # epochs over the train split (unless max_steps)
     max_steps: int = 0  # > 0 overrides num_epochs
-    per_device_train_batch_size: int = 4
-    per_device_eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "cosine"
-    max_grad_norm: float = 1.0
+    per_device_train_batch_size: int = 4  # clips (or packed windows) per micro-batch on each rank
+    per_device_eval_batch_size: int = 8  # clips per generation batch on each rank
+    gradient_accumulation_steps: int = 1  # micro-batches per optimizer step
+    learning_rate: float = 5e-5  # AdamW's peak learning rate
+    weight_decay: float = 0.0  # AdamW's decoupled weight decay
+    warmup_steps: int = 0  # optimizer steps of linear warm-up to learning_rate
+    lr_scheduler_type: str = "cosine"  # transformers' schedule after warm-up: cosine | linear | constant | ...
+    max_grad_norm: float = 1.0  # gradients clipped to this global norm
     mixed_precision: str = "no"  # no | fp16 | bf16
-    gradient_checkpointing: bool = False
-    freeze_encoder: bool = False
-    freeze_embeddings: bool = False
-    spec_augment: bool = False
+    gradient_checkpointing: bool = False  # recompute activations in the backward pass: less memory, more time
+    freeze_encoder: bool = False  # the encoder is not trained (it runs without gradients)
+    freeze_embeddings: bool = False  # the decoder's token and position embeddings are not trained
+    spec_augment: bool = False  # SpecAugment (time and frequency masks) on the training log-mel
     shuffle_buffer: int = 500  # samples in the shuffle buffer of each loader worker
     bucket_batches: int = 8  # batches per duration bucket (samples sorted by duration within it)
-    log_every_steps: int = 10
+    log_every_steps: int = 10  # a metrics.jsonl row (losses reduced over ranks) every N optimizer steps
     eval_steps: int = 0  # 0 = evaluate at the end of each epoch; -1 = never
     eval_max_samples: int = 0  # 0 = the whole eval split
-    generation_max_length: int = 128
-    num_beams: int = 1
+    generation_max_length: int = 128  # new tokens at most per evaluated clip
+    num_beams: int = 1  # beam size in evaluation (1: greedy)
     requeue_on_preemption: bool = True  # under SLURM: `scontrol requeue` after the preemption checkpoint
     dist_timeout_seconds: int = 1800  # a collective waiting longer than this fails instead of hanging
     max_bad_steps: int = 10  # this many optimizer steps in a row skipped (NaN/inf loss or gradients) stop the run
@@ -176,23 +188,23 @@ class CheckpointConfig:
 
     save_strategy: str = "epoch"  # epoch | steps | no
     save_steps: int = 1  # every N epochs (save_strategy=epoch) or steps (save_strategy=steps)
-    keep_last: int = 3
+    keep_last: int = 3  # checkpoints kept (older ones removed; best/ is separate)
     resume_from_checkpoint: str | None = None  # a checkpoint folder or "latest"
-    load_best_model_at_end: bool = True
-    metric_for_best_model: str = "wer"
-    greater_is_better: bool = False
+    load_best_model_at_end: bool = True  # keep best/ (each better evaluation) and make it final/
+    metric_for_best_model: str = "wer"  # what best/ is judged by: wer | cer | bleu | chrf | loss | ...
+    greater_is_better: bool = False  # true for bleu/chrf
 
 
 @dataclass
 class ExportConfig:
     """What rank 0 exports at the end of training."""
 
-    export_safetensors: bool = True
-    export_pytorch: bool = False
-    export_onnx: bool = False
-    export_ct2: bool = False
-    onnx_opset_version: int = 17
-    onnx_optimize: bool = False
+    export_safetensors: bool = True  # final/ as a Hugging Face folder with model.safetensors
+    export_pytorch: bool = False  # also pytorch_model.bin
+    export_onnx: bool = False  # an optimum ONNX export (encoder, decoder, decoder with past), parity-checked
+    export_ct2: bool = False  # a CTranslate2 export (faster-whisper), parity-checked
+    onnx_opset_version: int = 17  # the ONNX opset
+    onnx_optimize: bool = False  # ONNX Runtime's graph optimisations applied to the export
     # export_ct2 for a model whose audio window is not 30 s (a make-student --window-seconds student): faster-whisper
     # and whisper.cpp cannot run it, so it is refused at start-up unless this is true (mwc's own backend runs it)
     allow_nonstandard_window: bool = False
@@ -206,8 +218,8 @@ class AugmentConfig:
     speed_factors: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]; [] = off
     noise_dir: str | None = None  # a folder of noise recordings (any audio format); null = no noise
     noise_prob: float = 0.5  # share of samples that get noise
-    snr_db_min: float = 5.0
-    snr_db_max: float = 20.0
+    snr_db_min: float = 5.0  # the noise's signal-to-noise ratio, drawn per sample between these (dB)
+    snr_db_max: float = 20.0  # (see snr_db_min)
 
 
 @dataclass
@@ -215,11 +227,11 @@ class TrackingConfig:
     """Where metrics go besides the always-on metrics.jsonl (rank 0 only)."""
 
     report_to: list[str] = field(default_factory=list)  # tensorboard, wandb
-    project: str = "mwc-dist"
-    run_name: str | None = None
-    entity: str | None = None
-    tags: list[str] = field(default_factory=list)
-    group: str | None = None
+    project: str = "mwc-dist"  # the W&B project (and TensorBoard's run folder name)
+    run_name: str | None = None  # the W&B run name; null: its own
+    entity: str | None = None  # the W&B team or user
+    tags: list[str] = field(default_factory=list)  # W&B run tags
+    group: str | None = None  # the W&B run group (e.g. one per sweep)
 
 
 @dataclass
