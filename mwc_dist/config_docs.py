@@ -1,6 +1,6 @@
 """Every config key with its default and its documentation, for ``mwc config``: the documentation is the comment
-written beside the field in mwc_dist/config.py (or the comment lines right above it), read from the source, so the
-file and the command cannot disagree.
+written beside the field in its section's module (mwc_dist/config.py lists where each lives), or the comment lines
+right above it, read from the source, so the file and the command cannot disagree.
 
     mwc config                 # every section, as a YAML file of defaults with a comment per key
     mwc config train data      # some sections

@@ -16,7 +16,7 @@ from datetime import timedelta
 import numpy as np
 import torch
 
-from mwc_dist.config import TrainConfig
+from mwc_dist.loop.config import TrainConfig
 
 
 def slurm_env_to_torch() -> None:

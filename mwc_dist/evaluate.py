@@ -283,10 +283,11 @@ def run_eval(
 ) -> dict:
     """`mwc eval`: load a model folder and evaluate it on a shard folder's split (greedy, and guarded with
     ``guard``; the label loss with ``with_loss``)."""
-    from mwc_dist.config import ModelConfig, TrainConfig
     from mwc_dist.data.stream import shard_folder
     from mwc_dist.dist import build_accelerator
+    from mwc_dist.loop.config import TrainConfig
     from mwc_dist.models.build import build_model
+    from mwc_dist.models.config import ModelConfig
 
     accelerator = build_accelerator(TrainConfig(), report_to=[])
     model, processor = build_model(ModelConfig(base_model=model_dir))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,29 @@ from mwc_dist.atomic import atomic_path, write_atomic
 FORMATS = ("safetensors", "pytorch", "onnx", "ct2")
 # encoder max-abs difference relative to the largest encoder activation (ORT/CT2 kernels sum in other orders)
 ENCODER_TOLERANCE = {"float32": 1e-4, "float16": 1e-2, "int8": 1e-1, "int8_float32": 1e-1}
+
+
+@dataclass
+class ExportConfig:
+    """What rank 0 exports at the end of training (final.py); ``mwc export`` reads the ONNX and window keys too."""
+
+    export_safetensors: bool = True  # final/ as a Hugging Face folder with model.safetensors
+    export_pytorch: bool = False  # also pytorch_model.bin
+    export_onnx: bool = False  # an optimum ONNX export (encoder, decoder, decoder with past), parity-checked
+    export_ct2: bool = False  # a CTranslate2 export (faster-whisper), parity-checked
+    onnx_opset_version: int = 17  # the ONNX opset
+    onnx_optimize: bool = False  # ONNX Runtime's graph optimisations applied to the export
+    # export_ct2 for a model whose audio window is not 30 s (a make-student --window-seconds student): faster-whisper
+    # and whisper.cpp cannot run it, so it is refused at start-up unless this is true (mwc's own backend runs it)
+    allow_nonstandard_window: bool = False
+    output_dir: str | None = None  # default: <train.output_dir>/final
+
+    def validate(self, problems: list[str]) -> None:
+        """Append every problem of this section to ``problems``, each naming its key."""
+        if self.onnx_opset_version < 14:
+            problems.append(
+                f"export.onnx_opset_version: optimum's Whisper export needs 14 or newer; got {self.onnx_opset_version}"
+            )
 
 
 class ExportError(RuntimeError):

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import torch
 
-from mwc_dist.config import ExportConfig, ModelConfig
+from mwc_dist.export import ExportConfig
+from mwc_dist.models.config import ModelConfig
 
 
 def _hash_tensor(h, name: str, t: torch.Tensor) -> None:

@@ -59,3 +59,12 @@ def language_arg(value: str) -> str:
         return resolve_language(value, "--language")
     except LanguageError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def resolve_section_language(section, name: str, problems: list[str]) -> None:
+    """Replace ``section.language`` (a code or a name in any case) by Whisper's code, or report it with the nearest."""
+    if section.language is not None:
+        try:
+            section.language = resolve_language(section.language, f"{name}.language")
+        except LanguageError as exc:
+            problems.append(str(exc))

@@ -179,7 +179,7 @@ def load_recordings(source: str | Path, language: str | None = None) -> list[Rec
     """Recordings with reference segments: a source ``mwc shard`` reads as recordings (audio with an SRT/VTT
     beside it, or a JSON/JSONL with ``segments``), each decoded whole; bad segments are left out of the reference."""
     from mwc_dist.audio.decode import load_audio
-    from mwc_dist.config import DataConfig
+    from mwc_dist.data.config import DataConfig
     from mwc_dist.data.recordings import check_segments
     from mwc_dist.data.sources import list_items
 

@@ -9,10 +9,30 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+TRACKERS = ("tensorboard", "wandb")  # accelerate trackers tracking.report_to may name
 SECRET_WORDS = ("token", "secret", "password", "api_key", "apikey", "credential")
+
+
+@dataclass
+class TrackingConfig:
+    """Where metrics go besides the always-on metrics.jsonl (rank 0 only)."""
+
+    report_to: list[str] = field(default_factory=list)  # tensorboard, wandb
+    project: str = "mwc-dist"  # the W&B project (and TensorBoard's run folder name)
+    run_name: str | None = None  # the W&B run name; null: its own
+    entity: str | None = None  # the W&B team or user
+    tags: list[str] = field(default_factory=list)  # W&B run tags
+    group: str | None = None  # the W&B run group (e.g. one per sweep)
+
+    def validate(self, problems: list[str]) -> None:
+        """Append every problem of this section to ``problems``, each naming its key."""
+        unknown = [r for r in self.report_to if r not in TRACKERS]
+        if unknown:
+            problems.append(f"tracking.report_to: unknown {unknown}; choose from {', '.join(TRACKERS)}")
 
 
 class NullTracker:

@@ -16,17 +16,18 @@ from pathlib import Path
 
 from mwc_dist.audio.augment import build_augment
 from mwc_dist.audio.features import LogMel, TrainFeatures
-from mwc_dist.config import Config, ModelConfig, config_to_yaml, load_config
+from mwc_dist.config import Config, config_to_yaml, load_config
 from mwc_dist.data.plan import TrainData
 from mwc_dist.data.stream import Tokenize, build_train_loader
 from mwc_dist.dist import build_accelerator, describe_precision, launch_rank, print0, say_refusal, seed_everything
 from mwc_dist.final import check_export_window, end_of_run, run_summary
+from mwc_dist.loop.evaluate import PeriodicEval, load_eval_shards
 from mwc_dist.loop.log import StepLog
-from mwc_dist.loop.loss import TrainLoss
-from mwc_dist.loop.periodic import PeriodicEval, load_eval_shards
+from mwc_dist.loop.losses import TrainLoss
 from mwc_dist.loop.preemption import Preemption
 from mwc_dist.loop.step import BadSteps, OptimizerStep, TrainingDiverged, build_optimizer
 from mwc_dist.models.build import build_model, prepare_for_training, window_seconds
+from mwc_dist.models.config import ModelConfig
 from mwc_dist.models.teacher import build_teacher
 from mwc_dist.resume.checkpoint import BEST_DIR
 from mwc_dist.resume.policy import Checkpointer
@@ -181,7 +182,7 @@ class Trainer:
             self.log.add(batch, loss, ce, kl)
 
     def compute_loss(self, features, labels, teacher_features=None, decoder_input_ids=None, stored_topk=None):
-        """(loss, ce, kl) of one micro-batch (loop/loss.py)."""
+        """(loss, ce, kl) of one micro-batch (loop/losses.py)."""
         return self.loss(features, labels, teacher_features, decoder_input_ids, stored_topk)
 
     def maybe_evaluate(self, epoch_done: bool, force: bool = False) -> dict | None:

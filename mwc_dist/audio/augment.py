@@ -16,13 +16,38 @@ is audio/features.py (train.spec_augment).
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from mwc_dist.audio.decode import SAMPLE_RATE
-from mwc_dist.config import AugmentConfig
+from mwc_dist.audio.decode import AUDIO_FORMATS, SAMPLE_RATE
+
+
+@dataclass
+class AugmentConfig:
+    """Training-time augmentation on the loader, seeded per sample and epoch; never on evaluation (audio/augment.py)."""
+
+    speed_factors: list[float] = field(default_factory=list)  # e.g. [0.9, 1.0, 1.1]; [] = off
+    noise_dir: str | None = None  # a folder of noise recordings (any audio format); null = no noise
+    noise_prob: float = 0.5  # share of samples that get noise
+    snr_db_min: float = 5.0  # the noise's signal-to-noise ratio, drawn per sample between these (dB)
+    snr_db_max: float = 20.0  # (see snr_db_min)
+
+    def validate(self, problems: list[str]) -> None:
+        """Append every problem of this section to ``problems``, each naming its key."""
+        if any(not 0.5 <= f <= 2.0 for f in self.speed_factors):
+            problems.append(
+                f"augment.speed_factors: each between 0.5 and 2.0 (e.g. [0.9, 1.0, 1.1]); got {self.speed_factors}"
+            )
+        if not 0.0 <= self.noise_prob <= 1.0:
+            problems.append(f"augment.noise_prob: must be in [0, 1]; got {self.noise_prob}")
+        if self.snr_db_min > self.snr_db_max:
+            problems.append(
+                f"augment.snr_db_min ({self.snr_db_min}) must not exceed augment.snr_db_max ({self.snr_db_max})"
+            )
+        if self.noise_dir and not Path(self.noise_dir).is_dir():
+            problems.append(f"augment.noise_dir: {self.noise_dir} is not a folder (of noise recordings)")
 
 
 @dataclass(frozen=True)
@@ -61,7 +86,6 @@ def add_noise(wave: np.ndarray, noise: np.ndarray, snr_db: float, offset: float 
 def load_noise(folder: str | Path) -> list[np.ndarray]:
     """Every audio file under ``folder`` as 16 kHz mono float32 (peak-normalised); a clear error when none."""
     from mwc_dist.audio.decode import AudioError, load_audio
-    from mwc_dist.config import AUDIO_FORMATS
 
     files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower().lstrip(".") in AUDIO_FORMATS)
     bank = []

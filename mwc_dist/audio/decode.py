@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 import numpy as np
 
+AUDIO_FORMATS = ["wav", "mp3", "flac", "ogg", "opus", "m4a", "aac", "wma"]  # what every reader here decodes
 SAMPLE_RATE = 16000  # Whisper's; the one home of the number (features, stream, inference, config use it)
 PEAK_TARGET = 10 ** (-1 / 20)  # -1 dBFS
 SILENCE_PEAK = 1e-4  # -80 dBFS: quieter than this is treated as no signal

@@ -29,7 +29,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mwc_dist.config import COMMONVOICE_TSVS, DataConfig
+from mwc_dist.data.config import COMMONVOICE_TSVS, DataConfig
 from mwc_dist.data.items import (
     Item,
     Pipe,

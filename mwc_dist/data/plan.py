@@ -11,10 +11,11 @@ import functools
 from collections import Counter
 
 from mwc_dist.audio.augment import Augment
-from mwc_dist.config import DataConfig, TrainConfig
+from mwc_dist.data.config import DataConfig
 from mwc_dist.data.mix import ResampledStream, mix_probabilities
 from mwc_dist.data.pseudo import QualityFilter, filter_counts, select_pseudo_labels
 from mwc_dist.data.stream import ShardSet, Tokenize, TrainStream, load_shard_set, shard_folder
+from mwc_dist.loop.config import TrainConfig
 
 
 class TrainData:

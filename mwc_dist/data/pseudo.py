@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from mwc_dist.atomic import atomic_path, write_atomic
-from mwc_dist.config import DataConfig
+from mwc_dist.data.config import DataConfig
 
 
 @dataclass(frozen=True)

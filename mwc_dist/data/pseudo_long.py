@@ -24,7 +24,7 @@ from typing import Any
 import torch
 
 from mwc_dist.audio.decode import SAMPLE_RATE
-from mwc_dist.config import DataConfig
+from mwc_dist.data.config import DataConfig
 
 
 def _windows(long, duration: float, window: float):

@@ -32,7 +32,7 @@ from typing import Any
 
 from mwc_dist.atomic import write_atomic
 from mwc_dist.audio.decode import AudioError
-from mwc_dist.config import SPLITS, DataConfig
+from mwc_dist.data.config import SPLITS, DataConfig
 from mwc_dist.data.sources import HFRef, Item, Pipe, Reject, detect_source, list_items
 
 PLAN_VERSION = 1

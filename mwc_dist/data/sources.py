@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from mwc_dist.config import SOURCE_TYPES, SPLITS, DataConfig
+from mwc_dist.data.config import SOURCE_TYPES, SPLITS, DataConfig
 from mwc_dist.data.items import (  # noqa: F401 -- Item, Reject, ... are this module's API too
     HFRef,
     Item,

@@ -37,7 +37,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from mwc_dist.audio.decode import SAMPLE_RATE
-from mwc_dist.config import DataConfig
+from mwc_dist.data.config import DataConfig
 from mwc_dist.data.labels import MAX_PROMPT_TOKENS, batch_sequences, timestamp_index
 from mwc_dist.data.pack import num_members
 from mwc_dist.data.stages import Draw, Stages, logical_worker, resume_skip

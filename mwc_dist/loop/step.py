@@ -15,8 +15,8 @@ from pathlib import Path
 
 import torch
 
-from mwc_dist.config import TrainConfig
 from mwc_dist.dist import print0
+from mwc_dist.loop.config import TrainConfig
 from mwc_dist.resume.checkpoint import list_checkpoints
 from mwc_dist.resume.state import TrainState
 

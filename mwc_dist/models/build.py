@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from mwc_dist.config import ModelConfig
+from mwc_dist.models.config import ModelConfig
 
 # name -> WhisperConfig fields. max_source_positions sets the audio window: positions / 50 seconds.
 PRESETS = {

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from mwc_dist.config import ModelConfig
+from mwc_dist.models.config import ModelConfig
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
 

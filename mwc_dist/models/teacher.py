@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import torch
 
-from mwc_dist.config import ModelConfig
 from mwc_dist.models.build import build_model, window_seconds
+from mwc_dist.models.config import ModelConfig
 
 
 def build_teacher(model_cfg: ModelConfig, student, *, freeze_encoder: bool, seed: int, device, log=print):

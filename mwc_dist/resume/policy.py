@@ -6,9 +6,9 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from mwc_dist.config import CheckpointConfig
 from mwc_dist.dist import print0
 from mwc_dist.resume.checkpoint import BEST_DIR, load_checkpoint, read_best, resolve_resume, save_best, save_checkpoint
+from mwc_dist.resume.config import CheckpointConfig
 from mwc_dist.resume.state import TrainState
 
 

@@ -38,7 +38,7 @@ def head_rows(model) -> list[tuple[int, ...]]:
 def loss_and_grads(model, teacher, features, labels, labels_only: bool, stored=None, kd=False):
     from accelerate import Accelerator
 
-    from mwc_dist.loop.loss import TrainLoss
+    from mwc_dist.loop.losses import TrainLoss
 
     model, teacher = copy.deepcopy(model), copy.deepcopy(teacher)
     cfg = ModelConfig(use_distillation=kd, distillation_temperature=2.0, distillation_alpha=0.3)

@@ -106,3 +106,63 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert "no such file or folder" in capsys.readouterr().err
     assert main(["shard", "--merge-only", "--out", str(tmp_path / "never")]) == 2
     assert "no shard plan" in capsys.readouterr().err
+
+
+def test_every_keyed_flag_overrides_a_real_key_and_says_which():
+    """One configuration system: a flag that stands for a config key names it in its help, and parsing it sets that
+    key (and nothing when it is not given, so the key keeps its --config or default value)."""
+    from mwc_dist.cli.options import keyed_flags
+    from mwc_dist.config import Config
+
+    keys = {name: set(section) for name, section in Config().to_dict().items()}
+    keyed = {}
+    for name, sub in _subparsers(build_parser()).items():
+        for action in sub._actions:
+            if "." in action.dest:
+                section, key = action.dest.split(".")
+                assert key in keys[section], f"mwc {name} {action.option_strings}: no key {action.dest}"
+                assert f"[{action.dest}; default " in action.help
+                keyed.setdefault(name, set()).add(action.dest)
+    assert {"eval", "pseudo-label", "export", "shard"} <= set(keyed)
+    parser = build_parser()
+    args = parser.parse_args(
+        ["export", "--model", "m", "--out", "o", "--opset", "14", "--optimize", "--task", "translate"]
+    )
+    assert keyed_flags(args) == {
+        "export.onnx_opset_version": 14,
+        "export.onnx_optimize": True,
+        "model.task": "translate",
+    }
+    assert keyed_flags(parser.parse_args(["eval", "--model", "m", "--out", "o"])) == {}
+
+
+def test_eval_reads_the_run_config_and_its_flags_win(demo_shards, tmp_path):
+    """`mwc eval --config run.yaml` evaluates the run's own shard folder and split with its generation settings;
+    a dotted override beats the file and a flag beats both."""
+    from mwc_dist.models.build import materialize_preset
+
+    model = materialize_preset("tiny-random", seed=3)
+    run = tmp_path / "run.yaml"
+    run.write_text(
+        f"data: {{shard_dir: {demo_shards}, eval_split: test, language: es}}\n"
+        "train: {eval_max_samples: 2, per_device_eval_batch_size: 1, generation_max_length: 3}\n"
+    )
+    test_keys = _split_keys(demo_shards, "test")
+
+    def predictions(out, *extra):
+        assert main(["eval", "--config", str(run), "--model", str(model), "--out", str(out), "--no-guard", *extra]) == 0
+        return [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+
+    rows = predictions(tmp_path / "file")
+    assert len(rows) == 2 and {r["key"] for r in rows} <= test_keys
+    assert len(predictions(tmp_path / "override", "train.eval_max_samples=1")) == 1
+    assert len(predictions(tmp_path / "flag", "--limit", "3", "train.eval_max_samples=1")) == 3
+    assert {r["key"] for r in predictions(tmp_path / "split", "--split", "validation")}.isdisjoint(test_keys)
+
+
+def _split_keys(shards: Path, split: str) -> set[str]:
+    import webdataset as wds
+
+    manifest = json.loads((shards / f"{split}.manifest.json").read_text())
+    urls = [str(shards / entry["shard"]) for entry in manifest["shards"]]
+    return {sample["__key__"] for sample in wds.WebDataset(urls, shardshuffle=False)}

@@ -152,7 +152,8 @@ def test_the_readme_mixing_and_augmentation_example_loads(tmp_path):
 
 
 def test_every_key_is_documented_where_it_is_defined():
-    """`mwc config` reads each key's documentation from the comment beside its field in config.py: none is empty."""
+    """`mwc config` reads each key's documentation from the comment beside its field (in the module of the component
+    that owns the section): none is empty."""
     from mwc_dist.config_docs import field_docs, sections
 
     docs = {f"{name}.{key}": doc for name, cls in sections().items() for key, doc in field_docs(cls).items()}
@@ -173,3 +174,36 @@ def test_mwc_config_prints_every_default_as_loadable_yaml(tmp_path, capsys):
     assert main(["config", "train"]) == 0 and set(yaml.safe_load(capsys.readouterr().out)) == {"train"}
     assert main(["config", "trian"]) == 2
     assert "unknown config section(s) ['trian']: choose from data, model, train" in capsys.readouterr().err
+
+
+def test_each_section_lives_and_is_validated_with_its_component():
+    """The sections are defined in the packages that read them (mwc_dist/config.py only puts them together), and each
+    validates itself: a bad value is reported by its own section's check, naming the key."""
+    from mwc_dist.config_docs import sections
+
+    homes = {name: cls.__module__ for name, cls in sections().items()}
+    assert homes == {
+        "data": "mwc_dist.data.config",
+        "model": "mwc_dist.models.config",
+        "train": "mwc_dist.loop.config",
+        "checkpoint": "mwc_dist.resume.config",
+        "export": "mwc_dist.export",
+        "augment": "mwc_dist.audio.augment",
+        "tracking": "mwc_dist.tracking",
+    }
+    bad = {
+        "data": ("shard_samples", 0),
+        "model": ("task", "transcribir"),
+        "train": ("learning_rate", 0.0),
+        "checkpoint": ("save_strategy", "often"),
+        "export": ("onnx_opset_version", 11),
+        "augment": ("noise_prob", 2.0),
+        "tracking": ("report_to", ["mlflow"]),
+    }
+    for name, (field, value) in bad.items():
+        section, problems = getattr(Config(), name), []
+        setattr(section, field, value)
+        section.validate(problems)
+        assert len(problems) == 1 and problems[0].startswith(f"{name}.{field}"), (name, problems)
+        with pytest.raises(ConfigError, match=rf"{name}\.{field}"):
+            load_config(None, {f"{name}.{field}": value})

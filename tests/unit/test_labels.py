@@ -155,7 +155,7 @@ def test_kd_teacher_reads_the_same_decoder_input(tokenize):
     from accelerate import Accelerator
 
     from mwc_dist.config import ModelConfig, TrainConfig
-    from mwc_dist.loop.loss import TrainLoss
+    from mwc_dist.loop.losses import TrainLoss
     from mwc_dist.models.build import build_model
 
     model = build_model(ModelConfig(base_model="tiny-random"))[0].eval()

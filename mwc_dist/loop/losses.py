@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from mwc_dist.config import ModelConfig, TrainConfig
+from mwc_dist.loop.config import TrainConfig
 from mwc_dist.losses import IGNORE, cross_entropy, distillation_loss, distillation_loss_stored
+from mwc_dist.models.config import ModelConfig
 from mwc_dist.models.label_head import install_label_head, label_rows
 
 

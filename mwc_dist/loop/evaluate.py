@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from mwc_dist.config import DataConfig, TrainConfig
+from mwc_dist.data.config import DataConfig
 from mwc_dist.data.stream import ShardSet, load_shard_set
 from mwc_dist.dist import print0
 from mwc_dist.evaluate import evaluate
+from mwc_dist.loop.config import TrainConfig
 from mwc_dist.resume.state import TrainState
 
 
